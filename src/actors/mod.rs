@@ -1,0 +1,5 @@
+//! The actors: one per file, each with the messages it handles beside it.
+
+pub mod listener;
+pub mod registry;
+pub mod session;

@@ -1,0 +1,440 @@
+//! The Registry actor: the lobby's single source of truth.
+//!
+//! It knows every live session, its nick and its room; it owns the rooms and
+//! their join order; it answers every line a session receives; and it cleans
+//! up after every session that ends, telling the room why. Because one actor
+//! sequences all of this, every member of a room sees that room's events in
+//! one order, and each session sees its replies in the order it asked.
+//!
+//! Sessions never wait for the registry: they report with `do_send`, and the
+//! registry answers through each session's [`SessionHandle`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures::channel::oneshot;
+use log::{debug, info};
+
+use super::session::{Activity, Closed, Opened, SessionEvent, SessionHandle, SessionId};
+use crate::protocol::{Command, ErrorCode, Rejection, Reply, decode_text, parse_line};
+use crate::reason::DisconnectReason;
+
+/// Begin a graceful shutdown: every session is sent `SHUTDOWN` after what it
+/// is already owed, then closed. The reply arrives once every session has
+/// ended; callers bound the wait with their own deadline.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The lobby registry. See the module docs.
+pub struct Registry {
+    /// Most members a room admits.
+    room_capacity: usize,
+    members: HashMap<SessionId, Member>,
+    /// Lower-cased nick → owner, so uniqueness is case-insensitive.
+    nicks: HashMap<String, SessionId>,
+    /// Room name → members in join order. A `BTreeMap` keeps `ROOMS` sorted
+    /// by byte order for free; an emptied room is removed at once.
+    rooms: BTreeMap<String, Vec<SessionId>>,
+    /// `Some` once shutting down: who waits for the last session to end.
+    draining: Option<Vec<oneshot::Sender<()>>>,
+}
+
+/// What the registry keeps per session.
+struct Member {
+    handle: SessionHandle,
+    peer: SocketAddr,
+    /// The nick as its owner typed it.
+    nick: String,
+    room: Option<String>,
+}
+
+impl Registry {
+    /// An empty registry whose rooms hold at most `room_capacity` members.
+    pub fn new(room_capacity: usize) -> Self {
+        Registry {
+            room_capacity,
+            members: HashMap::new(),
+            nicks: HashMap::new(),
+            rooms: BTreeMap::new(),
+            draining: None,
+        }
+    }
+
+    fn send_to(&self, id: SessionId, line: Bytes) {
+        if let Some(member) = self.members.get(&id) {
+            // A full queue stops that session; its `Closed` cleans up later.
+            let _ = member.handle.send(line);
+        }
+    }
+
+    fn reply(&self, id: SessionId, reply: Reply<'_>) {
+        self.send_to(id, reply.to_line());
+    }
+
+    fn reject(&self, id: SessionId, rejection: &Rejection) {
+        debug!("session {id}: ERR {rejection}");
+        self.reply(id, Reply::rejection(rejection));
+    }
+
+    /// Sends one rendered line to every member of `room`, sharing its bytes.
+    fn broadcast(&self, room: &str, line: Bytes) {
+        for &id in self.rooms.get(room).into_iter().flatten() {
+            self.send_to(id, line.clone());
+        }
+    }
+
+    fn who(&self, room: &str) -> Bytes {
+        let nicks: Vec<&str> = self
+            .rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.members.get(id).map(|member| member.nick.as_str()))
+            .collect();
+        Reply::Who {
+            room,
+            nicks: &nicks,
+        }
+        .to_line()
+    }
+
+    /// Removes `id` from its room (if any) and returns that room's name. The
+    /// room disappears when its last member leaves.
+    fn remove_from_room(&mut self, id: SessionId) -> Option<String> {
+        let room = self.members.get_mut(&id)?.room.take()?;
+        if let Some(members) = self.rooms.get_mut(&room) {
+            members.retain(|&member| member != id);
+            if members.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        Some(room)
+    }
+
+    fn handle_line(&mut self, id: SessionId, frame: &[u8]) {
+        let command = decode_text(frame).and_then(parse_line);
+        let result = match command {
+            Ok(Some(command)) => {
+                debug!("session {id}: {command:?}");
+                self.execute(id, command)
+            }
+            Ok(None) => Ok(()),
+            Err(rejection) => Err(rejection),
+        };
+        if let Err(rejection) = result {
+            self.reject(id, &rejection);
+        }
+    }
+
+    fn execute(&mut self, id: SessionId, command: Command) -> Result<(), Rejection> {
+        let Some(member) = self.members.get(&id) else {
+            return Ok(());
+        };
+        let nick = member.nick.clone();
+        let current_room = member.room.clone();
+        match command {
+            Command::Nick(new) => self.rename(id, &nick, current_room.as_deref(), new)?,
+            Command::Join(room) => self.join(id, &nick, current_room.as_deref(), room)?,
+            Command::Leave => {
+                let room = current_room.ok_or_else(not_in_room)?;
+                self.broadcast(
+                    &room,
+                    Reply::Leave {
+                        room: &room,
+                        nick: &nick,
+                    }
+                    .to_line(),
+                );
+                self.remove_from_room(id);
+            }
+            Command::Say(text) => {
+                let room = current_room.ok_or_else(not_in_room)?;
+                let line = Reply::Msg {
+                    room: &room,
+                    nick: &nick,
+                    text: &text,
+                };
+                self.broadcast(&room, line.to_line());
+            }
+            Command::Msg { to, text } => {
+                let target = self
+                    .nicks
+                    .get(&to.to_ascii_lowercase())
+                    .and_then(|target| self.members.get_key_value(target))
+                    .ok_or_else(|| {
+                        Rejection::new(ErrorCode::NoSuchNick, format!("no one is called {to}"))
+                    })?;
+                let (&target_id, target) = target;
+                let line = Reply::PrivMsg {
+                    from: &nick,
+                    to: &target.nick,
+                    text: &text,
+                }
+                .to_line();
+                if target_id != id {
+                    self.send_to(target_id, line.clone());
+                }
+                self.send_to(id, line);
+            }
+            Command::Rooms => {
+                let rooms: Vec<(&str, usize)> = self
+                    .rooms
+                    .iter()
+                    .map(|(room, members)| (room.as_str(), members.len()))
+                    .collect();
+                self.reply(id, Reply::Rooms { rooms: &rooms });
+            }
+            Command::Who(room) => {
+                let room = room.or(current_room).ok_or_else(not_in_room)?;
+                self.send_to(id, self.who(&room));
+            }
+            Command::Ping(token) => self.reply(
+                id,
+                Reply::Pong {
+                    token: token.as_deref(),
+                },
+            ),
+            Command::Pong(_) => {}
+            Command::Quit(reason) => {
+                info!(
+                    "session {id} ({nick}) quits: {}",
+                    reason.as_deref().unwrap_or("-")
+                );
+                self.close(id, DisconnectReason::Quit, Some(Reply::Bye.to_line()));
+            }
+        }
+        Ok(())
+    }
+
+    fn rename(
+        &mut self,
+        id: SessionId,
+        old: &str,
+        room: Option<&str>,
+        new: String,
+    ) -> Result<(), Rejection> {
+        let key = new.to_ascii_lowercase();
+        if is_reserved_guest_nick(&key, id) {
+            return Err(Rejection::new(
+                ErrorCode::BadName,
+                "guest<number> nicks are reserved for new sessions",
+            ));
+        }
+        if self.nicks.get(&key).is_some_and(|&owner| owner != id) {
+            return Err(Rejection::new(
+                ErrorCode::NickTaken,
+                format!("{new} is already taken"),
+            ));
+        }
+        self.nicks.remove(&old.to_ascii_lowercase());
+        self.nicks.insert(key, id);
+        let line = Reply::Nick { old, new: &new }.to_line();
+        if let Some(member) = self.members.get_mut(&id) {
+            member.nick = new;
+        }
+        match room {
+            Some(room) => self.broadcast(room, line),
+            None => self.send_to(id, line),
+        }
+        Ok(())
+    }
+
+    fn join(
+        &mut self,
+        id: SessionId,
+        nick: &str,
+        current: Option<&str>,
+        room: String,
+    ) -> Result<(), Rejection> {
+        if current == Some(room.as_str()) {
+            self.send_to(id, self.who(&room));
+            return Ok(());
+        }
+        if self.rooms.get(&room).map_or(0, Vec::len) >= self.room_capacity {
+            return Err(Rejection::new(
+                ErrorCode::RoomFull,
+                format!("{room} already has {} members", self.room_capacity),
+            ));
+        }
+        if let Some(old) = current {
+            self.broadcast(old, Reply::Leave { room: old, nick }.to_line());
+            self.remove_from_room(id);
+        }
+        self.rooms.entry(room.clone()).or_default().push(id);
+        self.broadcast(&room, Reply::Join { room: &room, nick }.to_line());
+        self.send_to(id, self.who(&room));
+        if let Some(member) = self.members.get_mut(&id) {
+            member.room = Some(room);
+        }
+        Ok(())
+    }
+
+    fn close(&self, id: SessionId, reason: DisconnectReason, farewell: Option<Bytes>) {
+        if let Some(member) = self.members.get(&id) {
+            member.handle.close(reason, farewell);
+        }
+    }
+
+    fn finish_draining_if_empty(&mut self) {
+        if self.members.is_empty() {
+            for waiter in self.draining.take().into_iter().flatten() {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+fn not_in_room() -> Rejection {
+    Rejection::new(ErrorCode::NotInRoom, "join a room first")
+}
+
+/// `guest<digits>` is the nick a session is given on arrival, so it belongs to
+/// the session with that id only: nobody else may take it and make a later
+/// `WELCOME` collide.
+fn is_reserved_guest_nick(lowercase_nick: &str, id: SessionId) -> bool {
+    lowercase_nick
+        .strip_prefix("guest")
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .is_some_and(|digits| digits != id.to_string())
+}
+
+fn guest_nick(id: SessionId) -> String {
+    format!("guest{id}")
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+impl Handler<Opened> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, Opened { session, peer }: Opened, _: &mut Self::Context) {
+        let id = session.id();
+        let nick = guest_nick(id);
+        info!("session {id} connected from {peer} as {nick}");
+        let welcome = Reply::Welcome {
+            id: id.0,
+            nick: &nick,
+        }
+        .to_line();
+        self.nicks.insert(nick.to_ascii_lowercase(), id);
+        self.members.insert(
+            id,
+            Member {
+                handle: session,
+                peer,
+                nick,
+                room: None,
+            },
+        );
+        self.send_to(id, welcome);
+        if self.draining.is_some() {
+            self.close(
+                id,
+                DisconnectReason::Shutdown,
+                Some(Reply::Shutdown.to_line()),
+            );
+        }
+    }
+}
+
+impl Handler<Activity> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, Activity { session, event }: Activity, _: &mut Self::Context) {
+        match event {
+            SessionEvent::Frame(frame) => self.handle_line(session, &frame),
+            SessionEvent::Oversized => self.reject(
+                session,
+                &Rejection::new(ErrorCode::LineTooLong, "line exceeds the maximum length"),
+            ),
+            SessionEvent::RateLimited => self.reject(
+                session,
+                &Rejection::new(ErrorCode::RateLimited, "too many lines per second"),
+            ),
+            SessionEvent::HeartbeatDue(token) => self.reply(session, Reply::Ping { token }),
+            SessionEvent::IdleTimeout => {
+                let farewell = Reply::Error {
+                    code: ErrorCode::IdleTimeout,
+                    message: "no input for too long",
+                };
+                self.close(
+                    session,
+                    DisconnectReason::IdleTimeout,
+                    Some(farewell.to_line()),
+                );
+            }
+            SessionEvent::InputClosed => self.close(session, DisconnectReason::Closed, None),
+        }
+    }
+}
+
+impl Handler<Closed> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, Closed { session, reason }: Closed, _: &mut Self::Context) {
+        let room = self.remove_from_room(session);
+        let Some(member) = self.members.remove(&session) else {
+            return;
+        };
+        info!(
+            "session {session} ({}, {}) left: {reason}",
+            member.nick, member.peer
+        );
+        let key = member.nick.to_ascii_lowercase();
+        if self.nicks.get(&key) == Some(&session) {
+            self.nicks.remove(&key);
+        }
+        if let Some(room) = room
+            && reason != DisconnectReason::Shutdown
+            && self.draining.is_none()
+        {
+            let quit = Reply::Quit {
+                room: &room,
+                nick: &member.nick,
+                reason: reason.word(),
+            };
+            self.broadcast(&room, quit.to_line());
+        }
+        if self.draining.is_some() {
+            self.finish_draining_if_empty();
+        }
+    }
+}
+
+impl Handler<Shutdown> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        info!("shutting down {} sessions", self.members.len());
+        let shutdown = Reply::Shutdown.to_line();
+        for member in self.members.values() {
+            member
+                .handle
+                .close(DisconnectReason::Shutdown, Some(shutdown.clone()));
+        }
+        let (done, drained) = oneshot::channel();
+        self.draining.get_or_insert_with(Vec::new).push(done);
+        self.finish_draining_if_empty();
+        Box::pin(async move {
+            let _ = drained.await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_nicks_belong_to_their_own_session() {
+        assert!(is_reserved_guest_nick("guest7", SessionId(3)));
+        assert!(!is_reserved_guest_nick("guest3", SessionId(3)));
+        assert!(!is_reserved_guest_nick("guest", SessionId(3)));
+        assert!(!is_reserved_guest_nick("guestbook", SessionId(3)));
+    }
+}

@@ -1,0 +1,636 @@
+//! The Session actor: one per connected peer.
+//!
+//! A session owns its socket. It cuts inbound bytes into frames, writes
+//! outbound frames through a bounded queue, keeps the heartbeat and idle
+//! timers, and reports to its hub (the registry, or an application's own
+//! actor) what happened: opened, activity, closed. It never decides what bytes
+//! to send; the hub does, through the session's [`SessionHandle`].
+//!
+//! Whatever ends a session — a reset, end of input, a full queue, a timer, a
+//! `Close` from the hub — the first cause is kept as its
+//! [`DisconnectReason`] and reported exactly once, from `stopped()`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::{Buf, Bytes};
+use log::{debug, info};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_util::codec::FramedRead;
+
+use crate::config::SessionConfig;
+use crate::framing::{FrameDecoder, Inbound};
+use crate::limiter::ConnectionPermit;
+use crate::reason::DisconnectReason;
+
+/// Initial capacity of a session's read buffer. Most lobby lines are short;
+/// the buffer grows for a longer line, and a small start keeps an idle
+/// session cheap.
+const INITIAL_READ_BUFFER: usize = 128;
+
+/// The largest number of queued frames handed to one vectored write.
+const MAX_FRAMES_PER_WRITE: usize = 64;
+
+/// Identifies a session; unique and increasing within one run of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Hands out [`SessionId`]s 1, 2, 3, … Clones share the sequence, so every
+/// listener of one server draws from it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionIds(Arc<AtomicU64>);
+
+impl SessionIds {
+    /// The next id.
+    pub fn next_id(&self) -> SessionId {
+        SessionId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Messages a session handles.
+
+/// Queue one frame for the peer. Send it through [`SessionHandle::send`],
+/// which does the queue accounting.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Bytes);
+
+/// End the session: stop reading, write what is queued plus an optional
+/// farewell (bounded by the flush timeout when the reason flushes at all),
+/// then close the connection and report `reason`.
+///
+/// Only the first `Close` (or other ending) counts; later ones are ignored.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Close {
+    /// Why the session ends.
+    pub reason: DisconnectReason,
+    /// A last frame written after everything already queued (e.g. `BYE`).
+    pub farewell: Option<Bytes>,
+}
+
+// ---------------------------------------------------------------------------
+// Messages a session sends to its hub.
+
+/// A session has started; its handle is how the hub talks to it from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Opened {
+    /// The new session's handle.
+    pub session: SessionHandle,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+/// Something happened on a session that its hub must answer.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Activity {
+    /// Which session.
+    pub session: SessionId,
+    /// What happened.
+    pub event: SessionEvent,
+}
+
+/// What a session reports to its hub, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A complete inbound frame.
+    Frame(Bytes),
+    /// An inbound line over the framing's maximum; it was discarded.
+    Oversized,
+    /// An inbound frame over the rate limit; it was discarded.
+    RateLimited,
+    /// The peer has been silent for another heartbeat period; the number
+    /// counts heartbeats since the session started (1, 2, …).
+    HeartbeatDue(u64),
+    /// The peer has been silent for the idle timeout. The session waits for
+    /// the hub to [`Close`] it, so the hub can say why first.
+    IdleTimeout,
+    /// The peer closed its sending side. Nothing more will be read; the hub
+    /// decides when to [`Close`] (usually after answering what came before).
+    InputClosed,
+}
+
+/// A session has stopped, for `reason`. Sent exactly once per session, and
+/// always last.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Closed {
+    /// Which session.
+    pub session: SessionId,
+    /// Why it ended.
+    pub reason: DisconnectReason,
+}
+
+/// Where a session reports: any actor that handles [`Opened`], [`Activity`]
+/// and [`Closed`].
+#[derive(Clone)]
+pub struct SessionEvents {
+    opened: Recipient<Opened>,
+    activity: Recipient<Activity>,
+    closed: Recipient<Closed>,
+}
+
+impl SessionEvents {
+    /// Reports to the actor at `addr`.
+    pub fn to_actor<A>(addr: &Addr<A>) -> Self
+    where
+        A: Actor + Handler<Opened> + Handler<Activity> + Handler<Closed>,
+        A::Context: actix::dev::ToEnvelope<A, Opened>
+            + actix::dev::ToEnvelope<A, Activity>
+            + actix::dev::ToEnvelope<A, Closed>,
+    {
+        SessionEvents {
+            opened: addr.clone().recipient(),
+            activity: addr.clone().recipient(),
+            closed: addr.clone().recipient(),
+        }
+    }
+}
+
+/// The peer's outbound queue overflowed: the session is being stopped as a
+/// slow consumer and the frame was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session {0} is a slow consumer")]
+pub struct SlowConsumer(pub SessionId);
+
+/// How a hub talks to one session. Cheap to clone.
+///
+/// Frames are counted when they are handed over and uncounted when they are
+/// written, so the bound on a peer's queue holds at the sender: a peer that
+/// never reads costs at most its queue, never the server's memory.
+#[derive(Clone)]
+pub struct SessionHandle {
+    id: SessionId,
+    deliver: Recipient<Deliver>,
+    close: Recipient<Close>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("id", &self.id)
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl SessionHandle {
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Queues `frame` for the peer, in order after every frame sent before.
+    ///
+    /// # Errors
+    /// [`SlowConsumer`] when the peer already has its whole outbound queue
+    /// waiting: the frame is dropped and the session is told to stop with
+    /// [`DisconnectReason::SlowConsumer`].
+    pub fn send(&self, frame: Bytes) -> Result<(), SlowConsumer> {
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel);
+        if queued >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.close(DisconnectReason::SlowConsumer, None);
+            return Err(SlowConsumer(self.id));
+        }
+        self.deliver.do_send(Deliver(frame));
+        Ok(())
+    }
+
+    /// Asks the session to end for `reason`, writing `farewell` last when the
+    /// reason [flushes output](DisconnectReason::flushes_output).
+    pub fn close(&self, reason: DisconnectReason, farewell: Option<Bytes>) {
+        self.close.do_send(Close { reason, farewell });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The actor.
+
+/// One peer's connection. Started by a listener; see the module docs.
+pub struct Session {
+    id: SessionId,
+    peer: SocketAddr,
+    config: Arc<SessionConfig>,
+    hub: SessionEvents,
+    /// The socket until `started()` splits it into a read stream and `writer`.
+    stream: Option<TcpStream>,
+    /// The write half while no write is in flight; `None` while a write
+    /// future owns it, and after the connection is closed.
+    writer: Option<OwnedWriteHalf>,
+    /// Frames waiting for the writer, oldest first.
+    outbound: VecDeque<Bytes>,
+    /// Frames counted by handles and not yet written: the slow-consumer bound.
+    queued: Arc<AtomicUsize>,
+    /// Cancels reading once the session is closing.
+    reading: Option<SpawnHandle>,
+    /// When the last complete inbound frame arrived.
+    last_inbound: Instant,
+    /// When the last heartbeat was reported, if since `last_inbound`.
+    last_heartbeat: Option<Instant>,
+    heartbeats: u64,
+    rate_limit: Option<TokenBucket>,
+    /// Set by `Close` (or end of a flushing path): we are writing what is owed.
+    closing: Option<DisconnectReason>,
+    /// The first cause of the end; reported once from `stopped()`.
+    stop_reason: Option<DisconnectReason>,
+    /// The connection slot; released before the socket closes, so a peer that
+    /// sees our close can connect again at once.
+    permit: Option<ConnectionPermit>,
+}
+
+impl Session {
+    /// A session for an accepted `stream` from `peer`. `permit`, if any, is
+    /// the connection slot it holds until it ends.
+    pub fn new(
+        id: SessionId,
+        stream: TcpStream,
+        peer: SocketAddr,
+        config: Arc<SessionConfig>,
+        hub: SessionEvents,
+        permit: Option<ConnectionPermit>,
+    ) -> Self {
+        let rate_limit = config
+            .max_frames_per_sec
+            .map(|rate| TokenBucket::new(rate.get()));
+        Session {
+            id,
+            peer,
+            config,
+            hub,
+            stream: Some(stream),
+            writer: None,
+            outbound: VecDeque::new(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            reading: None,
+            last_inbound: Instant::now(),
+            last_heartbeat: None,
+            heartbeats: 0,
+            rate_limit,
+            closing: None,
+            stop_reason: None,
+            permit,
+        }
+    }
+
+    fn report(&self, event: SessionEvent) {
+        self.hub.activity.do_send(Activity {
+            session: self.id,
+            event,
+        });
+    }
+
+    /// Stops the actor now; the first reason given is the one reported.
+    fn end(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        self.stop_reason.get_or_insert(reason);
+        ctx.stop();
+    }
+
+    /// Starts a write of queued frames unless one is already in flight, or
+    /// finishes the close once everything owed has been written.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.outbound.is_empty() {
+            if let Some(reason) = self.closing
+                && self.writer.is_some()
+            {
+                self.finish_close(reason, ctx);
+            }
+            return;
+        }
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        let count = self.outbound.len().min(MAX_FRAMES_PER_WRITE);
+        let mut batch = FrameBatch::new(self.outbound.drain(..count).collect());
+        if self.outbound.is_empty() && self.outbound.capacity() > MAX_FRAMES_PER_WRITE {
+            // A burst is over: give its queue memory back.
+            self.outbound = VecDeque::new();
+        }
+        let write = async move {
+            let result = writer.write_all_buf(&mut batch).await;
+            (writer, result)
+        };
+        ctx.spawn(
+            write
+                .into_actor(self)
+                .map(move |(writer, result), act, ctx| {
+                    act.queued.fetch_sub(count, Ordering::AcqRel);
+                    match result {
+                        Ok(()) => {
+                            act.writer = Some(writer);
+                            act.flush(ctx);
+                        }
+                        Err(error) => {
+                            debug!("session {} write failed: {error}", act.id);
+                            act.end(DisconnectReason::from_io_error(&error), ctx);
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Everything owed is written: free the slot, close the socket, stop.
+    fn finish_close(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        self.permit.take();
+        if let Some(mut writer) = self.writer.take() {
+            let flush_timeout = self.config.flush_timeout;
+            let shutdown = async move {
+                // The FIN tells the peer we are done; a peer that stopped
+                // reading cannot hold us past the flush timeout.
+                let _ = tokio::time::timeout(flush_timeout, writer.shutdown()).await;
+            };
+            ctx.spawn(
+                shutdown
+                    .into_actor(self)
+                    .map(move |(), act, ctx| act.end(reason, ctx)),
+            );
+        } else {
+            self.end(reason, ctx);
+        }
+    }
+
+    /// Arms the timer for whichever comes first: the next heartbeat or the
+    /// idle timeout. Inbound frames only move `last_inbound`; the timer
+    /// re-reads it when it fires, so traffic costs no timer updates.
+    fn schedule_timer(&mut self, ctx: &mut Context<Self>) {
+        let since = self.last_heartbeat.unwrap_or(self.last_inbound);
+        let next_heartbeat = self.config.heartbeat.map(|period| since + period);
+        let idle_deadline = self
+            .config
+            .idle_timeout
+            .map(|idle| self.last_inbound + idle);
+        let Some(due) = [next_heartbeat, idle_deadline].into_iter().flatten().min() else {
+            return;
+        };
+        let delay = due.saturating_duration_since(Instant::now());
+        ctx.run_later(delay, |act, ctx| act.on_timer(ctx));
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        if self.closing.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(idle) = self.config.idle_timeout
+            && now >= self.last_inbound + idle
+        {
+            debug!("session {} idle for {idle:?}", self.id);
+            self.report(SessionEvent::IdleTimeout);
+            return;
+        }
+        if let Some(period) = self.config.heartbeat {
+            let since = self.last_heartbeat.unwrap_or(self.last_inbound);
+            if now >= since + period {
+                self.heartbeats += 1;
+                self.last_heartbeat = Some(now);
+                self.report(SessionEvent::HeartbeatDue(self.heartbeats));
+            }
+        }
+        self.schedule_timer(ctx);
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        let (read_half, write_half) = stream.into_split();
+        self.writer = Some(write_half);
+        let decoder = FrameDecoder::new(self.config.framing);
+        let frames = FramedRead::with_capacity(read_half, decoder, INITIAL_READ_BUFFER);
+        self.reading = Some(ctx.add_stream(frames));
+        let handle = SessionHandle {
+            id: self.id,
+            deliver: ctx.address().recipient(),
+            close: ctx.address().recipient(),
+            queued: self.queued.clone(),
+            capacity: self.config.outbound_queue,
+        };
+        self.hub.opened.do_send(Opened {
+            session: handle,
+            peer: self.peer,
+        });
+        self.schedule_timer(ctx);
+        debug!("session {} opened for {}", self.id, self.peer);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let reason = self
+            .stop_reason
+            .unwrap_or(DisconnectReason::Error(io::ErrorKind::Other));
+        info!("session {} ({}) ended: {reason}", self.id, self.peer);
+        self.hub.closed.do_send(Closed {
+            session: self.id,
+            reason,
+        });
+    }
+}
+
+impl StreamHandler<Result<Inbound, io::Error>> for Session {
+    fn handle(&mut self, item: Result<Inbound, io::Error>, ctx: &mut Self::Context) {
+        let inbound = match item {
+            Ok(inbound) => inbound,
+            Err(error) => {
+                debug!("session {} read failed: {error}", self.id);
+                return self.end(DisconnectReason::from_io_error(&error), ctx);
+            }
+        };
+        if self.closing.is_some() {
+            return;
+        }
+        self.last_inbound = Instant::now();
+        self.last_heartbeat = None;
+        let within_rate = self
+            .rate_limit
+            .as_mut()
+            .is_none_or(|bucket| bucket.try_take(self.last_inbound));
+        let event = match inbound {
+            _ if !within_rate => SessionEvent::RateLimited,
+            Inbound::Frame(frame) => SessionEvent::Frame(frame),
+            Inbound::Oversized => SessionEvent::Oversized,
+        };
+        self.report(event);
+    }
+
+    /// End of input is the hub's to answer (it may still owe the peer
+    /// replies), so unlike actix's default this does not stop the session.
+    fn finished(&mut self, _: &mut Self::Context) {
+        if self.closing.is_none() {
+            self.report(SessionEvent::InputClosed);
+        }
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
+        if self.closing.is_some() {
+            // The hub's `Close` came after everything it meant to send, and a
+            // farewell must stay the last thing the peer reads.
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        self.outbound.push_back(frame);
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Close> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Close { reason, farewell }: Close, ctx: &mut Self::Context) {
+        if self.closing.is_some() || self.stop_reason.is_some() {
+            return;
+        }
+        debug!("session {} closing: {reason}", self.id);
+        if !reason.flushes_output() {
+            return self.end(reason, ctx);
+        }
+        self.closing = Some(reason);
+        if let Some(reading) = self.reading.take() {
+            ctx.cancel_future(reading);
+        }
+        if let Some(farewell) = farewell {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            self.outbound.push_back(farewell);
+        }
+        ctx.run_later(self.config.flush_timeout, move |act, ctx| {
+            debug!("session {} flush timed out", act.id);
+            act.end(reason, ctx);
+        });
+        self.flush(ctx);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+/// Queued frames as one [`Buf`], so a single vectored write can send them all.
+struct FrameBatch {
+    frames: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl FrameBatch {
+    fn new(mut frames: VecDeque<Bytes>) -> Self {
+        // An empty chunk would read as "nothing left to write" to a writer.
+        frames.retain(|frame| !frame.is_empty());
+        let remaining = frames.iter().map(Bytes::len).sum();
+        FrameBatch { frames, remaining }
+    }
+}
+
+impl Buf for FrameBatch {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.frames.front().map_or(&[], |frame| frame.as_ref())
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        dst.iter_mut()
+            .zip(&self.frames)
+            .map(|(slot, frame)| *slot = IoSlice::new(frame))
+            .count()
+    }
+
+    fn advance(&mut self, mut count: usize) {
+        self.remaining -= count;
+        while count > 0 {
+            let Some(front) = self.frames.front_mut() else {
+                return;
+            };
+            if count < front.len() {
+                front.advance(count);
+                return;
+            }
+            count -= front.len();
+            self.frames.pop_front();
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `rate`.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        TokenBucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            refilled: Instant::now(),
+        }
+    }
+
+    fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn frame_batch_advances_across_frames() {
+        let frames = VecDeque::from([Bytes::from("ab"), Bytes::new(), Bytes::from("cde")]);
+        let mut batch = FrameBatch::new(frames);
+        assert_eq!(batch.remaining(), 5);
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(batch.chunks_vectored(&mut slices), 2);
+        assert_eq!(&*slices[1], b"cde");
+        batch.advance(3);
+        assert_eq!(batch.chunk(), b"de");
+        batch.advance(2);
+        assert_eq!(batch.remaining(), 0);
+    }
+
+    #[test]
+    fn token_bucket_allows_a_burst_then_refills() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(5);
+        let taken = (0..20).filter(|_| bucket.try_take(start)).count();
+        assert_eq!(taken, 5);
+        assert!(bucket.try_take(start + Duration::from_secs(1)));
+    }
+}

@@ -1,0 +1,181 @@
+//! How a byte stream is cut into frames: raw chunks or bounded lines.
+//!
+//! tokio-util's `LinesCodec` is close, but it reports an over-long line and
+//! invalid UTF-8 as stream errors (which end a `FramedRead`), counts the `\r`
+//! of `\r\n` toward the limit, and insists on UTF-8 even where a protocol wants
+//! bytes. Here an over-long line is an ordinary item, so it costs that line
+//! only, and text validation is left to the protocol that owns the text.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+/// How a session cuts its inbound bytes into frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Every chunk that one read returns is one frame, as in the classic socket
+    /// tutorials that call `recv` and treat the result as a message.
+    Raw,
+    /// Newline-terminated lines (`\r\n` accepted) of at most `max_line` bytes,
+    /// terminator excluded.
+    Lines {
+        /// The longest line accepted, in bytes, without its terminator.
+        max_line: usize,
+    },
+}
+
+/// One decoded unit of inbound traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A complete frame: a raw chunk, or a line without its terminator.
+    Frame(Bytes),
+    /// A line longer than the limit. It is reported once, as soon as it is
+    /// known to be too long, and its remaining bytes up to the next newline are
+    /// discarded without being buffered.
+    Oversized,
+}
+
+/// A [`Decoder`] for a [`Framing`].
+#[derive(Debug)]
+pub struct FrameDecoder {
+    framing: Framing,
+    /// Bytes of the buffer already searched for a newline, so a line that
+    /// arrives in many small reads is scanned once, not once per read.
+    scanned: usize,
+    /// True while skipping the rest of an over-long line.
+    discarding: bool,
+}
+
+impl FrameDecoder {
+    /// A decoder for `framing`.
+    pub fn new(framing: Framing) -> Self {
+        FrameDecoder {
+            framing,
+            scanned: 0,
+            discarding: false,
+        }
+    }
+
+    fn decode_line(&mut self, buf: &mut BytesMut, max_line: usize) -> Option<Inbound> {
+        loop {
+            let Some(offset) = buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+                if self.discarding {
+                    buf.clear();
+                    self.scanned = 0;
+                    return None;
+                }
+                // A line of exactly `max_line` bytes may still be waiting for
+                // the `\n` of its `\r\n`, so one `\r` past the limit is allowed.
+                let pending_cr = buf.last() == Some(&b'\r');
+                let longest_possible_line = buf.len() - usize::from(pending_cr);
+                if longest_possible_line > max_line {
+                    buf.clear();
+                    self.scanned = 0;
+                    self.discarding = true;
+                    return Some(Inbound::Oversized);
+                }
+                self.scanned = buf.len();
+                return None;
+            };
+            let newline = self.scanned + offset;
+            self.scanned = 0;
+            if self.discarding {
+                buf.advance(newline + 1);
+                self.discarding = false;
+                continue;
+            }
+            let mut line = buf.split_to(newline + 1);
+            line.truncate(newline);
+            if line.last() == Some(&b'\r') {
+                line.truncate(newline - 1);
+            }
+            if line.len() > max_line {
+                return Some(Inbound::Oversized);
+            }
+            return Some(Inbound::Frame(line.freeze()));
+        }
+    }
+}
+
+impl Decoder for FrameDecoder {
+    type Item = Inbound;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, Self::Error> {
+        Ok(match self.framing {
+            Framing::Raw if buf.is_empty() => None,
+            Framing::Raw => Some(Inbound::Frame(buf.split().freeze())),
+            Framing::Lines { max_line } => self.decode_line(buf, max_line),
+        })
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, Self::Error> {
+        let frame = self.decode(buf)?;
+        if frame.is_none() {
+            // A partial line at end of input was never sent in full: drop it.
+            buf.clear();
+        }
+        Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(framing: Framing, reads: &[&[u8]]) -> Vec<Inbound> {
+        let mut decoder = FrameDecoder::new(framing);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for read in reads {
+            buf.extend_from_slice(read);
+            while let Some(item) = decoder.decode(&mut buf).expect("decoding never fails") {
+                out.push(item);
+            }
+        }
+        while let Some(item) = decoder.decode_eof(&mut buf).expect("decoding never fails") {
+            out.push(item);
+        }
+        out
+    }
+
+    fn frame(text: &str) -> Inbound {
+        Inbound::Frame(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    #[test]
+    fn lines_accept_crlf_and_drop_partial_line_at_eof() {
+        let lines = Framing::Lines { max_line: 16 };
+        assert_eq!(
+            decode_all(lines, &[b"one\r\ntw", b"o\n\nthree"]),
+            vec![frame("one"), frame("two"), frame("")]
+        );
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_accepted_with_either_terminator() {
+        let lines = Framing::Lines { max_line: 4 };
+        assert_eq!(decode_all(lines, &[b"abcd\n"]), vec![frame("abcd")]);
+        assert_eq!(decode_all(lines, &[b"abcd\r", b"\n"]), vec![frame("abcd")]);
+        assert_eq!(decode_all(lines, &[b"abcde\n"]), vec![Inbound::Oversized]);
+    }
+
+    #[test]
+    fn an_over_long_line_is_reported_once_however_it_is_split() {
+        let lines = Framing::Lines { max_line: 4 };
+        let reads: [&[u8]; 5] = [b"ab", b"cdef", b"ghij", b"kl\nok", b"\n"];
+        assert_eq!(
+            decode_all(lines, &reads),
+            vec![Inbound::Oversized, frame("ok")]
+        );
+        let one_read = decode_all(lines, &[b"abcdefghijkl\nok\n"]);
+        assert_eq!(one_read, vec![Inbound::Oversized, frame("ok")]);
+    }
+
+    #[test]
+    fn raw_frames_are_whole_reads() {
+        assert_eq!(
+            decode_all(Framing::Raw, &[b"hello", b"world\n"]),
+            vec![frame("hello"), frame("world\n")]
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! # switchboard
+//!
+//! An actor-model TCP connection manager built on actix, and the game-lobby
+//! server that runs on it.
+//!
+//! A [`Listener`] accepts connections and starts one [`Session`] actor per
+//! peer. A session owns its socket; it reports what happens on it (a frame
+//! arrived, the peer went silent, input ended) to a hub actor, and writes what
+//! the hub sends it through a bounded queue. The lobby's hub is the
+//! [`Registry`], which tracks nicks and rooms, answers every line, and cleans
+//! up after every session that ends. Every way a session ends is one
+//! [`DisconnectReason`], reported exactly once.
+//!
+//! ## Layout
+//!
+//! - `actors::listener` — the [`Listener`]: accepting, connection limits,
+//!   accept-error back-off.
+//! - `actors::session` — the [`Session`]: framing, the bounded outbound queue,
+//!   heartbeat and idle timers, and the messages between a session and its hub
+//!   ([`Opened`], [`Activity`], [`Closed`], [`Deliver`], [`Close`]).
+//! - `actors::registry` — the [`Registry`]: the lobby's sessions, nicks and
+//!   rooms, and [`Shutdown`].
+//! - `framing` — cutting a byte stream into raw chunks or bounded lines.
+//! - `protocol` — the text lobby protocol: parsing commands, rendering lines.
+//! - `limiter` — connection slots, overall and per IP address.
+//! - `reason` — [`DisconnectReason`].
+//! - `config` — [`LobbyConfig`], [`SessionConfig`] and the default limits.
+//! - `server` — [`LobbyServer`]: the pieces wired into the lobby.
+
+#![warn(missing_docs)]
+
+mod actors;
+pub mod config;
+mod framing;
+mod limiter;
+pub mod protocol;
+mod reason;
+mod server;
+
+pub use actors::listener::{Listener, StopAccepting};
+pub use actors::registry::{Registry, Shutdown};
+pub use actors::session::{
+    Activity, Close, Closed, Deliver, Opened, Session, SessionEvent, SessionEvents, SessionHandle,
+    SessionId, SessionIds, SlowConsumer,
+};
+pub use config::{LobbyConfig, SessionConfig};
+pub use framing::{FrameDecoder, Framing, Inbound};
+pub use limiter::{ConnectionLimiter, ConnectionPermit};
+pub use reason::DisconnectReason;
+pub use server::LobbyServer;
