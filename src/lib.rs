@@ -48,3 +48,8 @@ pub use framing::{FrameDecoder, Framing, Inbound};
 pub use limiter::{ConnectionLimiter, ConnectionPermit};
 pub use reason::DisconnectReason;
 pub use server::LobbyServer;
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
