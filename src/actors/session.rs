@@ -120,7 +120,8 @@ pub enum SessionEvent {
     /// counts heartbeats since the session started (1, 2, …).
     HeartbeatDue(u64),
     /// The peer has been silent for the idle timeout. The session waits for
-    /// the hub to [`Close`] it, so the hub can say why first.
+    /// the hub to [`Close`] it, so the hub can say why first; if no `Close`
+    /// comes within the flush timeout, it stops by itself.
     IdleTimeout,
     /// The peer closed its sending side. Nothing more will be read; the hub
     /// decides when to [`Close`] (usually after answering what came before).
@@ -396,6 +397,13 @@ impl Session {
         {
             debug!("session {} idle for {idle:?}", self.id);
             self.report(SessionEvent::IdleTimeout);
+            // The hub normally closes us with a farewell; should it not, the
+            // timeout still ends the session.
+            ctx.run_later(self.config.flush_timeout, |act, ctx| {
+                if act.closing.is_none() {
+                    act.end(DisconnectReason::IdleTimeout, ctx);
+                }
+            });
             return;
         }
         if let Some(period) = self.config.heartbeat {
