@@ -9,6 +9,15 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
+/// How much a raw-framed session reads at once. The classic tutorials
+/// `recv(1024)`; a few KiB keeps bulk echo efficient too.
+const RAW_READ_SIZE: usize = 4096;
+
+/// The first read buffer of a line-framed session. Most lobby lines are short;
+/// the buffer grows for a longer line, and a small start keeps an idle
+/// session cheap.
+const LINE_READ_START: usize = 128;
+
 /// How a session cuts its inbound bytes into frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -21,6 +30,16 @@ pub enum Framing {
         /// The longest line accepted, in bytes, without its terminator.
         max_line: usize,
     },
+}
+
+impl Framing {
+    /// The capacity a session's read buffer starts with.
+    pub fn initial_read_capacity(self) -> usize {
+        match self {
+            Framing::Raw => RAW_READ_SIZE,
+            Framing::Lines { .. } => LINE_READ_START,
+        }
+    }
 }
 
 /// One decoded unit of inbound traffic.
@@ -103,7 +122,14 @@ impl Decoder for FrameDecoder {
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, Self::Error> {
         Ok(match self.framing {
             Framing::Raw if buf.is_empty() => None,
-            Framing::Raw => Some(Inbound::Frame(buf.split().freeze())),
+            Framing::Raw => {
+                let chunk = buf.split().freeze();
+                // The chunk still shares the buffer's allocation, and the
+                // framed reader only ever asks for one more byte: without room
+                // here, every later read would return a single byte.
+                buf.reserve(RAW_READ_SIZE);
+                Some(Inbound::Frame(chunk))
+            }
             Framing::Lines { max_line } => self.decode_line(buf, max_line),
         })
     }
@@ -169,6 +195,16 @@ mod tests {
         );
         let one_read = decode_all(lines, &[b"abcdefghijkl\nok\n"]);
         assert_eq!(one_read, vec![Inbound::Oversized, frame("ok")]);
+    }
+
+    #[test]
+    fn raw_framing_keeps_room_for_a_whole_read_after_each_chunk() {
+        let mut decoder = FrameDecoder::new(Framing::Raw);
+        let mut buf = BytesMut::with_capacity(Framing::Raw.initial_read_capacity());
+        buf.extend_from_slice(&[7; RAW_READ_SIZE]);
+        let chunk = decoder.decode(&mut buf).expect("decoding never fails");
+        assert!(matches!(chunk, Some(Inbound::Frame(ref c)) if c.len() == RAW_READ_SIZE));
+        assert!(buf.capacity() >= RAW_READ_SIZE);
     }
 
     #[test]

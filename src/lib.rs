@@ -26,6 +26,7 @@
 //! - `reason` — [`DisconnectReason`].
 //! - `config` — [`LobbyConfig`], [`SessionConfig`] and the default limits.
 //! - `server` — [`LobbyServer`]: the pieces wired into the lobby.
+//! - `signal` — [`shutdown_signal`]: SIGINT or SIGTERM.
 
 #![warn(missing_docs)]
 
@@ -36,6 +37,7 @@ mod limiter;
 pub mod protocol;
 mod reason;
 mod server;
+mod signal;
 
 pub use actors::listener::{Listener, StopAccepting};
 pub use actors::registry::{Registry, Shutdown};
@@ -48,6 +50,7 @@ pub use framing::{FrameDecoder, Framing, Inbound};
 pub use limiter::{ConnectionLimiter, ConnectionPermit};
 pub use reason::DisconnectReason;
 pub use server::LobbyServer;
+pub use signal::shutdown_signal;
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[doc = include_str!("../README.md")]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use switchboard::{LobbyConfig, LobbyServer, config};
+use switchboard::{LobbyConfig, LobbyServer, config, shutdown_signal};
 use tokio::net::TcpListener;
 
 /// How long a graceful shutdown may take to flush every session.
@@ -98,16 +98,4 @@ async fn serve(args: Args) -> ExitCode {
     log::info!("shutdown requested");
     server.shutdown(SHUTDOWN_GRACE).await;
     ExitCode::SUCCESS
-}
-
-/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    Ok(())
 }

@@ -31,11 +31,6 @@ use crate::framing::{FrameDecoder, Inbound};
 use crate::limiter::ConnectionPermit;
 use crate::reason::DisconnectReason;
 
-/// Initial capacity of a session's read buffer. Most lobby lines are short;
-/// the buffer grows for a longer line, and a small start keeps an idle
-/// session cheap.
-const INITIAL_READ_BUFFER: usize = 128;
-
 /// The largest number of queued frames handed to one vectored write.
 const MAX_FRAMES_PER_WRITE: usize = 64;
 
@@ -427,8 +422,9 @@ impl Actor for Session {
         };
         let (read_half, write_half) = stream.into_split();
         self.writer = Some(write_half);
-        let decoder = FrameDecoder::new(self.config.framing);
-        let frames = FramedRead::with_capacity(read_half, decoder, INITIAL_READ_BUFFER);
+        let framing = self.config.framing;
+        let capacity = framing.initial_read_capacity();
+        let frames = FramedRead::with_capacity(read_half, FrameDecoder::new(framing), capacity);
         self.reading = Some(ctx.add_stream(frames));
         let handle = SessionHandle {
             id: self.id,

@@ -1,0 +1,322 @@
+//! The `echo` and `greeter` examples (SPEC §4) over real TCP: every byte they
+//! write, when they close, and that the classic Python tutorial clients work
+//! against them unchanged.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use common::{READ_TIMEOUT, Server};
+
+/// What the classic echo tutorial's client sends: no newline.
+const TUTORIAL_GREETING: &[u8] = b"Hello, server! This is client.";
+
+/// Starts the example `name` on `127.0.0.1:0`.
+fn example(name: &str) -> Server {
+    let path = example_path(name);
+    let path = path.to_str().expect("target path is UTF-8");
+    Server::start_binary(path, &[])
+}
+
+/// `target/<profile>/examples/<name>`, next to this test's `deps` directory.
+///
+/// A plain `cargo test` builds the examples before running tests, but
+/// `cargo test --test examples` does not, so the examples are (re)built here
+/// once per run; when they are up to date that is a no-op.
+fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps");
+    static BUILD: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILD.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "--example", "echo", "--example", "greeter"]);
+        cargo.args([
+            "--manifest-path",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+        ]);
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        match cargo.output() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+            Err(error) => Err(error.to_string()),
+        }
+    });
+    if let Err(error) = built {
+        panic!("cannot build the examples: {error}");
+    }
+    profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    stream
+}
+
+/// Reads until `len` bytes have arrived, the peer closes, or `READ_TIMEOUT`
+/// has passed since the call; returns what arrived.
+fn read_up_to(stream: &mut TcpStream, len: usize) -> Vec<u8> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut buf = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .expect("set read timeout");
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("read failed after {filled} of {len} bytes: {e}"),
+        }
+    }
+    buf.truncate(filled);
+    buf
+}
+
+/// Asserts that the next bytes from `stream` are exactly `expected`.
+#[track_caller]
+fn expect_bytes(stream: &mut TcpStream, expected: &[u8]) {
+    let got = read_up_to(stream, expected.len());
+    assert!(
+        got == expected,
+        "expected {:?}, got {:?}",
+        String::from_utf8_lossy(expected),
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// Reads everything until the server closes; panics if it does not close
+/// within `READ_TIMEOUT`.
+fn read_to_eof(stream: &mut TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("set read timeout");
+    let mut rest = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut rest) {
+        panic!(
+            "no EOF within {READ_TIMEOUT:?}: {e} (got {:?})",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    rest
+}
+
+/// Runs a Python 3 client script with the server's host and port as its
+/// arguments, and returns what it printed.
+fn run_python(script: &str, addr: SocketAddr) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        out.status.success(),
+        "python client failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the client prints text")
+}
+
+// ---------------------------------------------------------------------------
+// echo
+
+#[test]
+fn echo_returns_the_tutorial_greeting_unchanged_without_a_newline() {
+    let server = example("echo");
+    let mut client = connect(server.addr);
+    client.write_all(TUTORIAL_GREETING).expect("send");
+    expect_bytes(&mut client, TUTORIAL_GREETING);
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(read_to_eof(&mut client), b"", "nothing beyond the echo");
+}
+
+#[test]
+fn echo_returns_every_chunk_in_order() {
+    let server = example("echo");
+    let mut client = connect(server.addr);
+    for chunk in [
+        "one",
+        "two\n",
+        "three\r\n",
+        "a longer chunk with spaces",
+        "x",
+    ] {
+        client.write_all(chunk.as_bytes()).expect("send");
+        expect_bytes(&mut client, chunk.as_bytes());
+    }
+}
+
+#[test]
+fn echo_returns_binary_bytes_unchanged() {
+    let server = example("echo");
+    let mut client = connect(server.addr);
+    // Every byte value, NUL, CR, LF and invalid UTF-8 included, four times.
+    let payload: Vec<u8> = (0..=255u8).cycle().take(1024).collect();
+    client.write_all(&payload).expect("send");
+    let echoed = read_up_to(&mut client, payload.len());
+    assert_eq!(echoed.len(), payload.len(), "short echo");
+    assert!(echoed == payload, "echo differs from what was sent");
+}
+
+#[test]
+fn echo_streams_a_large_payload_while_the_client_reads() {
+    let server = example("echo");
+    let mut client = connect(server.addr);
+    let payload: Vec<u8> = (0..256 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    let mut writer = client.try_clone().expect("clone socket");
+    let to_send = payload.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&to_send).expect("send");
+        writer.shutdown(Shutdown::Write).expect("half-close");
+    });
+    let echoed = read_to_eof(&mut client);
+    sender.join().expect("sender thread");
+    assert_eq!(echoed.len(), payload.len(), "short echo");
+    assert!(echoed == payload, "echo differs from what was sent");
+}
+
+#[test]
+fn echo_writes_what_it_owes_then_closes_after_the_client_half_closes() {
+    let server = example("echo");
+    let mut client = connect(server.addr);
+    for chunk in [&b"first "[..], b"second ", b"third"] {
+        client.write_all(chunk).expect("send");
+    }
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(read_to_eof(&mut client), b"first second third");
+}
+
+/// The client of the classic echo tutorial, plus a timeout so a broken
+/// server fails the test instead of hanging it.
+const PYTHON_ECHO_CLIENT: &str = r#"
+import socket, sys
+socket.setdefaulttimeout(10)
+
+HOST, PORT = sys.argv[1], int(sys.argv[2])
+with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.connect((HOST, PORT))
+    s.sendall(b"Hello, server! This is client.")
+    data = s.recv(1024)
+print(f"Received {data!r}")
+"#;
+
+#[test]
+fn python_tutorial_echo_client_works_unchanged() {
+    let server = example("echo");
+    let printed = run_python(PYTHON_ECHO_CLIENT, server.addr);
+    assert_eq!(printed, "Received b'Hello, server! This is client.'\n");
+}
+
+// ---------------------------------------------------------------------------
+// greeter
+
+#[test]
+fn greeter_welcomes_greets_and_says_good_bye_on_exit() {
+    let server = example("greeter");
+    let mut client = connect(server.addr);
+    expect_bytes(&mut client, b"Server: Welcome!\nServer: What's your name?");
+    client.write_all(b"Ann").expect("send");
+    expect_bytes(
+        &mut client,
+        b"Server: Hello Ann!\nServer: What's your name?",
+    );
+    client.write_all(b"exit").expect("send");
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_eof(&mut client)),
+        "Server: Good bye!\n",
+        "the farewell, then EOF"
+    );
+}
+
+/// Every read is one message for the whole session, not only while its
+/// first read buffer lasts: forty names, about 600 bytes in all.
+#[test]
+fn greeter_greets_whole_names_for_a_whole_conversation() {
+    let server = example("greeter");
+    let mut client = connect(server.addr);
+    expect_bytes(&mut client, b"Server: Welcome!\nServer: What's your name?");
+    for i in 1..=40 {
+        let name = format!("Guest number {i}");
+        client.write_all(name.as_bytes()).expect("send");
+        let greeting = format!("Server: Hello {name}!\nServer: What's your name?");
+        expect_bytes(&mut client, greeting.as_bytes());
+    }
+}
+
+#[test]
+fn greeter_answers_what_it_owes_then_closes_after_the_client_half_closes() {
+    let server = example("greeter");
+    let mut client = connect(server.addr);
+    expect_bytes(&mut client, b"Server: Welcome!\nServer: What's your name?");
+    client.write_all(b"Bo").expect("send");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_eof(&mut client)),
+        "Server: Hello Bo!\nServer: What's your name?"
+    );
+}
+
+/// The client of the classic greeting tutorial: names without newlines, a
+/// short pause before each send, one `recv` per reply. It prints everything
+/// it received, reading on to EOF after `exit`; the timeout only keeps a
+/// broken server from hanging the test.
+const PYTHON_GREETER_CLIENT: &str = r#"
+import socket, sys, time
+socket.setdefaulttimeout(10)
+
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.connect((sys.argv[1], int(sys.argv[2])))
+received = s.recv(1024)
+for name in [b"Michael", b"Tracy", b"Sarah"]:
+    time.sleep(0.2)
+    s.send(name)
+    received += s.recv(1024)
+time.sleep(0.2)
+s.send(b"exit")
+while True:
+    data = s.recv(1024)
+    if not data:
+        break
+    received += data
+s.close()
+sys.stdout.write(received.decode())
+"#;
+
+#[test]
+fn python_tutorial_greeter_client_works_unchanged() {
+    let server = example("greeter");
+    let transcript = run_python(PYTHON_GREETER_CLIENT, server.addr);
+    assert_eq!(
+        transcript,
+        "Server: Welcome!\n\
+         Server: What's your name?\
+         Server: Hello Michael!\n\
+         Server: What's your name?\
+         Server: Hello Tracy!\n\
+         Server: What's your name?\
+         Server: Hello Sarah!\n\
+         Server: What's your name?\
+         Server: Good bye!\n"
+    );
+}
