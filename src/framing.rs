@@ -6,8 +6,14 @@
 //! bytes. Here an over-long line is an ordinary item, so it costs that line
 //! only, and text validation is left to the protocol that owns the text.
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::{Buf, Bytes, BytesMut};
-use tokio_util::codec::Decoder;
+use futures::Stream;
+use tokio::io::AsyncRead;
+use tokio_util::codec::{Decoder, FramedRead};
 
 /// How much a raw-framed session reads at once. The classic tutorials
 /// `recv(1024)`; a few KiB keeps bulk echo efficient too.
@@ -42,6 +48,46 @@ impl Framing {
     }
 }
 
+/// A read buffer that grew past this while holding a long line is replaced
+/// by a fresh small one once it is empty again.
+const MAX_IDLE_READ_BUFFER: usize = 1024;
+
+/// A stream of [`Inbound`] items read from `R` with a [`FrameDecoder`].
+///
+/// Unlike a bare `FramedRead`, it gives memory back: a read buffer keeps its
+/// high-water size, so after one long line a session would hold a
+/// multi-kilobyte buffer for good. Once the buffer is empty it is swapped for
+/// a small one.
+pub struct FrameReader<R> {
+    frames: FramedRead<R, FrameDecoder>,
+    initial_capacity: usize,
+}
+
+impl<R: AsyncRead> FrameReader<R> {
+    /// Reads frames of `framing` from `reader`.
+    pub fn new(reader: R, framing: Framing) -> Self {
+        let initial_capacity = framing.initial_read_capacity();
+        FrameReader {
+            frames: FramedRead::with_capacity(reader, FrameDecoder::new(framing), initial_capacity),
+            initial_capacity,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
+    type Item = Result<Inbound, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = ready!(Pin::new(&mut self.frames).poll_next(cx));
+        let limit = MAX_IDLE_READ_BUFFER.max(self.initial_capacity);
+        if self.frames.read_buffer().is_empty() && self.frames.decoder().peak_capacity > limit {
+            *self.frames.read_buffer_mut() = BytesMut::with_capacity(self.initial_capacity);
+            self.frames.decoder_mut().peak_capacity = 0;
+        }
+        Poll::Ready(item)
+    }
+}
+
 /// One decoded unit of inbound traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
@@ -62,6 +108,10 @@ pub struct FrameDecoder {
     scanned: usize,
     /// True while skipping the rest of an over-long line.
     discarding: bool,
+    /// The largest buffer seen since the reader last reset it: after a split
+    /// the buffer only shows what is left of its allocation, so the decoder,
+    /// which sees it whole, remembers how big it got.
+    peak_capacity: usize,
 }
 
 impl FrameDecoder {
@@ -71,6 +121,7 @@ impl FrameDecoder {
             framing,
             scanned: 0,
             discarding: false,
+            peak_capacity: 0,
         }
     }
 
@@ -120,6 +171,7 @@ impl Decoder for FrameDecoder {
     type Error = std::io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, Self::Error> {
+        self.peak_capacity = self.peak_capacity.max(buf.capacity());
         Ok(match self.framing {
             Framing::Raw if buf.is_empty() => None,
             Framing::Raw => {
@@ -137,8 +189,11 @@ impl Decoder for FrameDecoder {
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, Self::Error> {
         let frame = self.decode(buf)?;
         if frame.is_none() {
-            // A partial line at end of input was never sent in full: drop it.
+            // A partial line at end of input was never sent in full: drop it,
+            // and start afresh should the reader be polled again.
             buf.clear();
+            self.scanned = 0;
+            self.discarding = false;
         }
         Ok(frame)
     }

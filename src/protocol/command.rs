@@ -32,6 +32,10 @@ pub enum Command {
     Quit(Option<String>),
 }
 
+/// What separates a verb and its arguments. Only these: other Unicode
+/// whitespace is part of a word, so it can never vanish from a name.
+const SEPARATORS: [char; 2] = [' ', '\t'];
+
 /// Parses one line (already checked by [`super::decode_text`]).
 ///
 /// Returns `Ok(None)` for an empty line, which the protocol ignores.
@@ -49,8 +53,8 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, Rejection> {
     if request.starts_with('/') {
         return Ok(Some(Command::Say(request.to_owned())));
     }
-    let (verb, rest) = match request.split_once([' ', '\t']) {
-        Some((verb, rest)) => (verb, rest.trim()),
+    let (verb, rest) = match request.split_once(SEPARATORS) {
+        Some((verb, rest)) => (verb, rest.trim_matches(SEPARATORS)),
         None => (request, ""),
     };
     let command = match verb.to_ascii_lowercase().as_str() {
@@ -63,10 +67,10 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, Rejection> {
         "pong" => Command::Pong(optional_word(verb, rest)?),
         "quit" => Command::Quit((!rest.is_empty()).then(|| rest.to_owned())),
         "msg" => {
-            let Some((to, text)) = rest.split_once([' ', '\t']) else {
+            let Some((to, text)) = rest.split_once(SEPARATORS) else {
                 return Err(bad_args("usage: /msg NICK TEXT"));
             };
-            let text = text.trim_start();
+            let text = text.trim_start_matches(SEPARATORS);
             if text.is_empty() {
                 return Err(bad_args("usage: /msg NICK TEXT"));
             }
@@ -90,7 +94,7 @@ fn bad_args(message: &str) -> Rejection {
 }
 
 fn words(rest: &str) -> impl Iterator<Item = &str> {
-    rest.split([' ', '\t']).filter(|word| !word.is_empty())
+    rest.split(SEPARATORS).filter(|word| !word.is_empty())
 }
 
 fn no_argument(verb: &str, rest: &str, command: Command) -> Result<Command, Rejection> {
