@@ -46,7 +46,7 @@ pub use actors::session::{
     SessionId, SessionIds, SlowConsumer,
 };
 pub use config::{LobbyConfig, SessionConfig};
-pub use framing::{FrameDecoder, Framing, Inbound};
+pub use framing::{FrameDecoder, FrameReader, Framing, Inbound};
 pub use limiter::{ConnectionLimiter, ConnectionPermit};
 pub use reason::DisconnectReason;
 pub use server::LobbyServer;

@@ -24,10 +24,9 @@ use log::{debug, info};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio_util::codec::FramedRead;
 
 use crate::config::SessionConfig;
-use crate::framing::{FrameDecoder, Inbound};
+use crate::framing::{FrameReader, Inbound};
 use crate::limiter::ConnectionPermit;
 use crate::reason::DisconnectReason;
 
@@ -136,8 +135,13 @@ pub struct Closed {
 
 /// Where a session reports: any actor that handles [`Opened`], [`Activity`]
 /// and [`Closed`].
+///
+/// Cloning shares one set of recipients, so thousands of sessions reporting
+/// to one hub cost one pointer each.
 #[derive(Clone)]
-pub struct SessionEvents {
+pub struct SessionEvents(Arc<HubRecipients>);
+
+struct HubRecipients {
     opened: Recipient<Opened>,
     activity: Recipient<Activity>,
     closed: Recipient<Closed>,
@@ -152,11 +156,11 @@ impl SessionEvents {
             + actix::dev::ToEnvelope<A, Activity>
             + actix::dev::ToEnvelope<A, Closed>,
     {
-        SessionEvents {
+        SessionEvents(Arc::new(HubRecipients {
             opened: addr.clone().recipient(),
             activity: addr.clone().recipient(),
             closed: addr.clone().recipient(),
-        }
+        }))
     }
 }
 
@@ -174,8 +178,9 @@ pub struct SlowConsumer(pub SessionId);
 #[derive(Clone)]
 pub struct SessionHandle {
     id: SessionId,
-    deliver: Recipient<Deliver>,
-    close: Recipient<Close>,
+    /// One address rather than a recipient per message type: every clone of
+    /// an address allocates, and the registry keeps a handle per session.
+    session: Addr<Session>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
 }
@@ -209,14 +214,14 @@ impl SessionHandle {
             self.close(DisconnectReason::SlowConsumer, None);
             return Err(SlowConsumer(self.id));
         }
-        self.deliver.do_send(Deliver(frame));
+        self.session.do_send(Deliver(frame));
         Ok(())
     }
 
     /// Asks the session to end for `reason`, writing `farewell` last when the
     /// reason [flushes output](DisconnectReason::flushes_output).
     pub fn close(&self, reason: DisconnectReason, farewell: Option<Bytes>) {
-        self.close.do_send(Close { reason, farewell });
+        self.session.do_send(Close { reason, farewell });
     }
 }
 
@@ -290,7 +295,7 @@ impl Session {
     }
 
     fn report(&self, event: SessionEvent) {
-        self.hub.activity.do_send(Activity {
+        self.hub.0.activity.do_send(Activity {
             session: self.id,
             event,
         });
@@ -317,11 +322,14 @@ impl Session {
             return;
         };
         let count = self.outbound.len().min(MAX_FRAMES_PER_WRITE);
-        let mut batch = FrameBatch::new(self.outbound.drain(..count).collect());
-        if self.outbound.is_empty() && self.outbound.capacity() > MAX_FRAMES_PER_WRITE {
-            // A burst is over: give its queue memory back.
-            self.outbound = VecDeque::new();
-        }
+        let frames = if count == self.outbound.len() {
+            // Handing the whole queue over leaves an idle session holding no
+            // queue memory at all.
+            std::mem::take(&mut self.outbound)
+        } else {
+            self.outbound.drain(..count).collect()
+        };
+        let mut batch = FrameBatch::new(frames);
         let write = async move {
             let result = writer.write_all_buf(&mut batch).await;
             (writer, result)
@@ -422,18 +430,14 @@ impl Actor for Session {
         };
         let (read_half, write_half) = stream.into_split();
         self.writer = Some(write_half);
-        let framing = self.config.framing;
-        let capacity = framing.initial_read_capacity();
-        let frames = FramedRead::with_capacity(read_half, FrameDecoder::new(framing), capacity);
-        self.reading = Some(ctx.add_stream(frames));
+        self.reading = Some(ctx.add_stream(FrameReader::new(read_half, self.config.framing)));
         let handle = SessionHandle {
             id: self.id,
-            deliver: ctx.address().recipient(),
-            close: ctx.address().recipient(),
+            session: ctx.address(),
             queued: self.queued.clone(),
             capacity: self.config.outbound_queue,
         };
-        self.hub.opened.do_send(Opened {
+        self.hub.0.opened.do_send(Opened {
             session: handle,
             peer: self.peer,
         });
@@ -446,7 +450,7 @@ impl Actor for Session {
             .stop_reason
             .unwrap_or(DisconnectReason::Error(io::ErrorKind::Other));
         info!("session {} ({}) ended: {reason}", self.id, self.peer);
-        self.hub.closed.do_send(Closed {
+        self.hub.0.closed.do_send(Closed {
             session: self.id,
             reason,
         });
