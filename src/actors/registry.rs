@@ -10,7 +10,7 @@
 //! registry answers through each session's [`SessionHandle`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::rc::Rc;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -33,22 +33,24 @@ pub struct Registry {
     /// Most members a room admits.
     room_capacity: usize,
     members: HashMap<SessionId, Member>,
-    /// Lower-cased nick → owner, so uniqueness is case-insensitive.
+    /// Lower-cased chosen nick → owner, so uniqueness is case-insensitive.
+    /// Guest nicks are not listed: `guest<id>` can only be session `id`'s,
+    /// so it is found by its number, and an idle guest costs no entry here.
     nicks: HashMap<String, SessionId>,
     /// Room name → members in join order. A `BTreeMap` keeps `ROOMS` sorted
     /// by byte order for free; an emptied room is removed at once.
-    rooms: BTreeMap<String, Vec<SessionId>>,
+    rooms: BTreeMap<Rc<str>, Vec<SessionId>>,
     /// `Some` once shutting down: who waits for the last session to end.
     draining: Option<Vec<oneshot::Sender<()>>>,
 }
 
-/// What the registry keeps per session.
+/// What the registry keeps per session. Names are shared `Rc<str>`s, so
+/// handling a command clones no text.
 struct Member {
     handle: SessionHandle,
-    peer: SocketAddr,
     /// The nick as its owner typed it.
-    nick: String,
-    room: Option<String>,
+    nick: Rc<str>,
+    room: Option<Rc<str>>,
 }
 
 impl Registry {
@@ -92,7 +94,7 @@ impl Registry {
             .get(room)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.members.get(id).map(|member| member.nick.as_str()))
+            .filter_map(|id| self.members.get(id).map(|member| &*member.nick))
             .collect();
         Reply::Who {
             room,
@@ -103,7 +105,7 @@ impl Registry {
 
     /// Removes `id` from its room (if any) and returns that room's name. The
     /// room disappears when its last member leaves.
-    fn remove_from_room(&mut self, id: SessionId) -> Option<String> {
+    fn remove_from_room(&mut self, id: SessionId) -> Option<Rc<str>> {
         let room = self.members.get_mut(&id)?.room.take()?;
         if let Some(members) = self.rooms.get_mut(&room) {
             members.retain(|&member| member != id);
@@ -161,9 +163,8 @@ impl Registry {
             }
             Command::Msg { to, text } => {
                 let target = self
-                    .nicks
-                    .get(&to.to_ascii_lowercase())
-                    .and_then(|target| self.members.get_key_value(target))
+                    .find_by_nick(&to)
+                    .and_then(|target| self.members.get_key_value(&target))
                     .ok_or_else(|| {
                         Rejection::new(ErrorCode::NoSuchNick, format!("no one is called {to}"))
                     })?;
@@ -183,13 +184,16 @@ impl Registry {
                 let rooms: Vec<(&str, usize)> = self
                     .rooms
                     .iter()
-                    .map(|(room, members)| (room.as_str(), members.len()))
+                    .map(|(room, members)| (&**room, members.len()))
                     .collect();
                 self.reply(id, Reply::Rooms { rooms: &rooms });
             }
             Command::Who(room) => {
-                let room = room.or(current_room).ok_or_else(not_in_room)?;
-                self.send_to(id, self.who(&room));
+                let room = match &room {
+                    Some(room) => room.as_str(),
+                    None => current_room.as_deref().ok_or_else(not_in_room)?,
+                };
+                self.send_to(id, self.who(room));
             }
             Command::Ping(token) => self.reply(
                 id,
@@ -223,17 +227,19 @@ impl Registry {
                 "guest<number> nicks are reserved for new sessions",
             ));
         }
-        if self.nicks.get(&key).is_some_and(|&owner| owner != id) {
+        if self.find_by_nick(&new).is_some_and(|owner| owner != id) {
             return Err(Rejection::new(
                 ErrorCode::NickTaken,
                 format!("{new} is already taken"),
             ));
         }
         self.nicks.remove(&old.to_ascii_lowercase());
-        self.nicks.insert(key, id);
+        if key != guest_nick(id) {
+            self.nicks.insert(key, id);
+        }
         let line = Reply::Nick { old, new: &new }.to_line();
         if let Some(member) = self.members.get_mut(&id) {
-            member.nick = new;
+            member.nick = new.into();
         }
         match room {
             Some(room) => self.broadcast(room, line),
@@ -253,7 +259,7 @@ impl Registry {
             self.send_to(id, self.who(&room));
             return Ok(());
         }
-        if self.rooms.get(&room).map_or(0, Vec::len) >= self.room_capacity {
+        if self.rooms.get(room.as_str()).map_or(0, Vec::len) >= self.room_capacity {
             return Err(Rejection::new(
                 ErrorCode::RoomFull,
                 format!("{room} already has {} members", self.room_capacity),
@@ -263,6 +269,7 @@ impl Registry {
             self.broadcast(old, Reply::Leave { room: old, nick }.to_line());
             self.remove_from_room(id);
         }
+        let room: Rc<str> = room.into();
         self.rooms.entry(room.clone()).or_default().push(id);
         self.broadcast(&room, Reply::Join { room: &room, nick }.to_line());
         self.send_to(id, self.who(&room));
@@ -270,6 +277,17 @@ impl Registry {
             member.room = Some(room);
         }
         Ok(())
+    }
+
+    /// The session whose nick is `nick`, compared case-insensitively.
+    fn find_by_nick(&self, nick: &str) -> Option<SessionId> {
+        let key = nick.to_ascii_lowercase();
+        if let Some(&owner) = self.nicks.get(&key) {
+            return Some(owner);
+        }
+        let id = guest_number(&key)?;
+        let member = self.members.get(&id)?;
+        member.nick.eq_ignore_ascii_case(nick).then_some(id)
     }
 
     fn close(&self, id: SessionId, reason: DisconnectReason, farewell: Option<Bytes>) {
@@ -295,10 +313,16 @@ fn not_in_room() -> Rejection {
 /// the session with that id only: nobody else may take it and make a later
 /// `WELCOME` collide.
 fn is_reserved_guest_nick(lowercase_nick: &str, id: SessionId) -> bool {
-    lowercase_nick
-        .strip_prefix("guest")
-        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-        .is_some_and(|digits| digits != id.to_string())
+    guest_number(lowercase_nick).is_some() && lowercase_nick != guest_nick(id)
+}
+
+/// The number in a lower-cased `guest<digits>` nick.
+fn guest_number(lowercase_nick: &str) -> Option<SessionId> {
+    let digits = lowercase_nick.strip_prefix("guest")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(SessionId)
 }
 
 fn guest_nick(id: SessionId) -> String {
@@ -314,19 +338,17 @@ impl Handler<Opened> for Registry {
 
     fn handle(&mut self, Opened { session, peer }: Opened, _: &mut Self::Context) {
         let id = session.id();
-        let nick = guest_nick(id);
+        let nick: Rc<str> = guest_nick(id).into();
         info!("session {id} connected from {peer} as {nick}");
         let welcome = Reply::Welcome {
             id: id.0,
             nick: &nick,
         }
         .to_line();
-        self.nicks.insert(nick.to_ascii_lowercase(), id);
         self.members.insert(
             id,
             Member {
                 handle: session,
-                peer,
                 nick,
                 room: None,
             },
@@ -381,10 +403,7 @@ impl Handler<Closed> for Registry {
         let Some(member) = self.members.remove(&session) else {
             return;
         };
-        info!(
-            "session {session} ({}, {}) left: {reason}",
-            member.nick, member.peer
-        );
+        info!("session {session} ({}) left: {reason}", member.nick);
         let key = member.nick.to_ascii_lowercase();
         if self.nicks.get(&key) == Some(&session) {
             self.nicks.remove(&key);
