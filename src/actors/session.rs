@@ -23,7 +23,7 @@ use bytes::{Buf, Bytes};
 use log::{debug, info};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::config::SessionConfig;
 use crate::framing::{FrameReader, Inbound};
@@ -234,8 +234,8 @@ pub struct Session {
     peer: SocketAddr,
     config: Arc<SessionConfig>,
     hub: SessionEvents,
-    /// The socket until `started()` splits it into a read stream and `writer`.
-    stream: Option<TcpStream>,
+    /// The read half until `started()` turns it into the frame stream.
+    reader: Option<OwnedReadHalf>,
     /// The write half while no write is in flight; `None` while a write
     /// future owns it, and after the connection is closed.
     writer: Option<OwnedWriteHalf>,
@@ -247,10 +247,14 @@ pub struct Session {
     reading: Option<SpawnHandle>,
     /// When the last complete inbound frame arrived.
     last_inbound: Instant,
-    /// When the last heartbeat was reported, if since `last_inbound`.
-    last_heartbeat: Option<Instant>,
-    heartbeats: u64,
-    rate_limit: Option<TokenBucket>,
+    /// Heartbeats reported since `last_inbound`: the next is due one period
+    /// after the last, so the timer needs no instant of its own.
+    silent_heartbeats: u32,
+    /// Heartbeats reported since the session started: the `PING` token.
+    heartbeats: u32,
+    /// Boxed: most sessions have no rate limit, and every session pays for
+    /// the size of this struct.
+    rate_limit: Option<Box<TokenBucket>>,
     /// Set by `Close` (or end of a flushing path): we are writing what is owed.
     closing: Option<DisconnectReason>,
     /// The first cause of the end; reported once from `stopped()`.
@@ -273,19 +277,20 @@ impl Session {
     ) -> Self {
         let rate_limit = config
             .max_frames_per_sec
-            .map(|rate| TokenBucket::new(rate.get()));
+            .map(|rate| Box::new(TokenBucket::new(rate.get())));
+        let (reader, writer) = stream.into_split();
         Session {
             id,
             peer,
             config,
             hub,
-            stream: Some(stream),
-            writer: None,
+            reader: Some(reader),
+            writer: Some(writer),
             outbound: VecDeque::new(),
             queued: Arc::new(AtomicUsize::new(0)),
             reading: None,
             last_inbound: Instant::now(),
-            last_heartbeat: None,
+            silent_heartbeats: 0,
             heartbeats: 0,
             rate_limit,
             closing: None,
@@ -377,8 +382,10 @@ impl Session {
     /// idle timeout. Inbound frames only move `last_inbound`; the timer
     /// re-reads it when it fires, so traffic costs no timer updates.
     fn schedule_timer(&mut self, ctx: &mut Context<Self>) {
-        let since = self.last_heartbeat.unwrap_or(self.last_inbound);
-        let next_heartbeat = self.config.heartbeat.map(|period| since + period);
+        let next_heartbeat = self
+            .config
+            .heartbeat
+            .map(|period| self.next_heartbeat(period));
         let idle_deadline = self
             .config
             .idle_timeout
@@ -388,6 +395,10 @@ impl Session {
         };
         let delay = due.saturating_duration_since(Instant::now());
         ctx.run_later(delay, |act, ctx| act.on_timer(ctx));
+    }
+
+    fn next_heartbeat(&self, period: std::time::Duration) -> Instant {
+        self.last_inbound + period * (self.silent_heartbeats + 1)
     }
 
     fn on_timer(&mut self, ctx: &mut Context<Self>) {
@@ -409,13 +420,12 @@ impl Session {
             });
             return;
         }
-        if let Some(period) = self.config.heartbeat {
-            let since = self.last_heartbeat.unwrap_or(self.last_inbound);
-            if now >= since + period {
-                self.heartbeats += 1;
-                self.last_heartbeat = Some(now);
-                self.report(SessionEvent::HeartbeatDue(self.heartbeats));
-            }
+        if let Some(period) = self.config.heartbeat
+            && now >= self.next_heartbeat(period)
+        {
+            self.silent_heartbeats += 1;
+            self.heartbeats += 1;
+            self.report(SessionEvent::HeartbeatDue(u64::from(self.heartbeats)));
         }
         self.schedule_timer(ctx);
     }
@@ -425,11 +435,9 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let Some(stream) = self.stream.take() else {
+        let Some(read_half) = self.reader.take() else {
             return;
         };
-        let (read_half, write_half) = stream.into_split();
-        self.writer = Some(write_half);
         self.reading = Some(ctx.add_stream(FrameReader::new(read_half, self.config.framing)));
         let handle = SessionHandle {
             id: self.id,
@@ -470,7 +478,7 @@ impl StreamHandler<Result<Inbound, io::Error>> for Session {
             return;
         }
         self.last_inbound = Instant::now();
-        self.last_heartbeat = None;
+        self.silent_heartbeats = 0;
         let within_rate = self
             .rate_limit
             .as_mut()
