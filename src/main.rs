@@ -10,6 +10,19 @@ use clap::Parser;
 use switchboard::{LobbyConfig, LobbyServer, config, shutdown_signal};
 use tokio::net::TcpListener;
 
+/// jemalloc, with a background thread that purges freed pages within a
+/// second: idle sessions then cost the same after a burst of long lines as
+/// before it, where glibc's allocator keeps the burst's buffers resident.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's configuration, read at start-up from this symbol.
+#[cfg(feature = "jemalloc")]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:500,muzzy_decay_ms:0\0";
+
 /// How long a graceful shutdown may take to flush every session.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
