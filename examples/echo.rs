@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use actix::prelude::*;
 use clap::Parser;
-use log::{info, warn};
+use log::info;
 use switchboard::{
     Activity, Closed, DisconnectReason, Framing, Listener, Opened, SessionConfig, SessionEvent,
     SessionEvents, SessionHandle, SessionId, shutdown_signal,
@@ -56,11 +56,7 @@ impl Handler<Activity> for Echo {
             return;
         };
         match event {
-            SessionEvent::Frame(chunk) => {
-                if let Err(error) = handle.send(chunk) {
-                    warn!("{error}");
-                }
-            }
+            SessionEvent::Frame(chunk) => handle.send(chunk),
             // Replies to earlier chunks are already queued ahead of the close.
             SessionEvent::InputClosed => handle.close(DisconnectReason::Closed, None),
             // Raw framing without timers or rate limits reports nothing else.

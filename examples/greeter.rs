@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use actix::prelude::*;
 use bytes::Bytes;
 use clap::Parser;
-use log::{info, warn};
+use log::info;
 use switchboard::{
     Activity, Closed, DisconnectReason, Framing, Listener, Opened, SessionConfig, SessionEvent,
     SessionEvents, SessionHandle, SessionId, shutdown_signal,
@@ -86,11 +86,9 @@ impl Handler<Closed> for Greeter {
 }
 
 /// Queues one reply, in one piece so that one `recv` of the client gets it
-/// all. A peer too slow to take it is already being closed.
+/// all.
 fn reply(session: &SessionHandle, reply: Bytes) {
-    if let Err(error) = session.send(reply) {
-        warn!("{error}");
-    }
+    session.send(reply);
 }
 
 fn main() -> ExitCode {

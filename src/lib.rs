@@ -43,7 +43,7 @@ pub use actors::listener::{Listener, StopAccepting};
 pub use actors::registry::{Registry, Shutdown};
 pub use actors::session::{
     Activity, Close, Closed, Deliver, Opened, Session, SessionEvent, SessionEvents, SessionHandle,
-    SessionId, SessionIds, SlowConsumer,
+    SessionId, SessionIds,
 };
 pub use config::{LobbyConfig, SessionConfig};
 pub use framing::{FrameDecoder, FrameReader, Framing, Inbound};

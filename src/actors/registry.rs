@@ -67,8 +67,7 @@ impl Registry {
 
     fn send_to(&self, id: SessionId, line: Bytes) {
         if let Some(member) = self.members.get(&id) {
-            // A full queue stops that session; its `Closed` cleans up later.
-            let _ = member.handle.send(line);
+            member.handle.send(line);
         }
     }
 

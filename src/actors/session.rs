@@ -15,7 +15,7 @@ use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -164,33 +164,26 @@ impl SessionEvents {
     }
 }
 
-/// The peer's outbound queue overflowed: the session is being stopped as a
-/// slow consumer and the frame was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("session {0} is a slow consumer")]
-pub struct SlowConsumer(pub SessionId);
-
 /// How a hub talks to one session. Cheap to clone.
 ///
-/// Frames are counted when they are handed over and uncounted when they are
-/// written, so the bound on a peer's queue holds at the sender: a peer that
-/// never reads costs at most its queue, never the server's memory.
+/// Sending never waits and never fails: the session itself enforces its
+/// outbound bound. It drains its mailbox into its queue every turn and writes
+/// whatever the socket takes; once the socket stops taking frames, more than
+/// `outbound_queue` frames waiting for it stop the session as a
+/// [`DisconnectReason::SlowConsumer`]. A peer that never reads therefore costs
+/// at most its queue, never the server's memory.
 #[derive(Clone)]
 pub struct SessionHandle {
     id: SessionId,
     /// One address rather than a recipient per message type: every clone of
     /// an address allocates, and the registry keeps a handle per session.
     session: Addr<Session>,
-    queued: Arc<AtomicUsize>,
-    capacity: usize,
 }
 
 impl fmt::Debug for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionHandle")
             .field("id", &self.id)
-            .field("queued", &self.queued.load(Ordering::Relaxed))
-            .field("capacity", &self.capacity)
             .finish()
     }
 }
@@ -202,20 +195,10 @@ impl SessionHandle {
     }
 
     /// Queues `frame` for the peer, in order after every frame sent before.
-    ///
-    /// # Errors
-    /// [`SlowConsumer`] when the peer already has its whole outbound queue
-    /// waiting: the frame is dropped and the session is told to stop with
-    /// [`DisconnectReason::SlowConsumer`].
-    pub fn send(&self, frame: Bytes) -> Result<(), SlowConsumer> {
-        let queued = self.queued.fetch_add(1, Ordering::AcqRel);
-        if queued >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            self.close(DisconnectReason::SlowConsumer, None);
-            return Err(SlowConsumer(self.id));
-        }
+    /// Frames sent after the session began closing are dropped, so a
+    /// farewell stays the last thing the peer reads.
+    pub fn send(&self, frame: Bytes) {
         self.session.do_send(Deliver(frame));
-        Ok(())
     }
 
     /// Asks the session to end for `reason`, writing `farewell` last when the
@@ -236,13 +219,14 @@ pub struct Session {
     hub: SessionEvents,
     /// The read half until `started()` turns it into the frame stream.
     reader: Option<OwnedReadHalf>,
-    /// The write half while no write is in flight; `None` while a write
-    /// future owns it, and after the connection is closed.
+    /// The write half; `None` while a wait for writability owns it (the
+    /// peer's socket is full) and once the connection is being shut down.
     writer: Option<OwnedWriteHalf>,
-    /// Frames waiting for the writer, oldest first.
-    outbound: VecDeque<Bytes>,
-    /// Frames counted by handles and not yet written: the slow-consumer bound.
-    queued: Arc<AtomicUsize>,
+    /// Frames the socket has not taken yet, oldest first.
+    outbound: Outbound,
+    /// A flush is spawned for the end of this turn, so a burst of deliveries
+    /// leaves in one vectored write.
+    flush_scheduled: bool,
     /// Cancels reading once the session is closing.
     reading: Option<SpawnHandle>,
     /// When the last complete inbound frame arrived.
@@ -286,8 +270,8 @@ impl Session {
             hub,
             reader: Some(reader),
             writer: Some(writer),
-            outbound: VecDeque::new(),
-            queued: Arc::new(AtomicUsize::new(0)),
+            outbound: Outbound::default(),
+            flush_scheduled: false,
             reading: None,
             last_inbound: Instant::now(),
             silent_heartbeats: 0,
@@ -312,48 +296,63 @@ impl Session {
         ctx.stop();
     }
 
-    /// Starts a write of queued frames unless one is already in flight, or
-    /// finishes the close once everything owed has been written.
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.outbound.is_empty() {
-            if let Some(reason) = self.closing
-                && self.writer.is_some()
-            {
-                self.finish_close(reason, ctx);
-            }
+    /// Flushes at the end of this turn, after the rest of the mailbox: a
+    /// burst of deliveries then costs one write, not one per frame.
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flush_scheduled || self.writer.is_none() {
+            // Already due, or waiting for writability, which flushes next.
             return;
         }
-        let Some(mut writer) = self.writer.take() else {
+        self.flush_scheduled = true;
+        ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
+            act.flush_scheduled = false;
+            act.flush(ctx);
+        }));
+    }
+
+    /// Writes what the socket takes now. If it takes everything, a closing
+    /// session finishes; if the socket is full, the session waits for it to
+    /// drain, unless more than its bound is waiting: a slow consumer.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(writer) = &self.writer else {
             return;
         };
-        let count = self.outbound.len().min(MAX_FRAMES_PER_WRITE);
-        let frames = if count == self.outbound.len() {
-            // Handing the whole queue over leaves an idle session holding no
-            // queue memory at all.
-            std::mem::take(&mut self.outbound)
-        } else {
-            self.outbound.drain(..count).collect()
+        match self.outbound.write_now(writer) {
+            Ok(()) => {
+                if let Some(reason) = self.closing {
+                    self.finish_close(reason, ctx);
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if self.closing.is_none() && self.outbound.len() > self.config.outbound_queue {
+                    return self.end(DisconnectReason::SlowConsumer, ctx);
+                }
+                self.wait_until_writable(ctx);
+            }
+            Err(error) => {
+                debug!("session {} write failed: {error}", self.id);
+                self.end(DisconnectReason::from_io_error(&error), ctx);
+            }
+        }
+    }
+
+    fn wait_until_writable(&mut self, ctx: &mut Context<Self>) {
+        let Some(writer) = self.writer.take() else {
+            return;
         };
-        let mut batch = FrameBatch::new(frames);
-        let write = async move {
-            let result = writer.write_all_buf(&mut batch).await;
+        let writable = async move {
+            let result = writer.writable().await;
             (writer, result)
         };
         ctx.spawn(
-            write
+            writable
                 .into_actor(self)
-                .map(move |(writer, result), act, ctx| {
-                    act.queued.fetch_sub(count, Ordering::AcqRel);
-                    match result {
-                        Ok(()) => {
-                            act.writer = Some(writer);
-                            act.flush(ctx);
-                        }
-                        Err(error) => {
-                            debug!("session {} write failed: {error}", act.id);
-                            act.end(DisconnectReason::from_io_error(&error), ctx);
-                        }
+                .map(|(writer, result), act, ctx| match result {
+                    Ok(()) => {
+                        act.writer = Some(writer);
+                        act.flush(ctx);
                     }
+                    Err(error) => act.end(DisconnectReason::from_io_error(&error), ctx),
                 }),
         );
     }
@@ -442,8 +441,6 @@ impl Actor for Session {
         let handle = SessionHandle {
             id: self.id,
             session: ctx.address(),
-            queued: self.queued.clone(),
-            capacity: self.config.outbound_queue,
         };
         self.hub.0.opened.do_send(Opened {
             session: handle,
@@ -507,11 +504,14 @@ impl Handler<Deliver> for Session {
         if self.closing.is_some() {
             // The hub's `Close` came after everything it meant to send, and a
             // farewell must stay the last thing the peer reads.
-            self.queued.fetch_sub(1, Ordering::AcqRel);
             return;
         }
-        self.outbound.push_back(frame);
-        self.flush(ctx);
+        self.outbound.push(frame);
+        if self.writer.is_none() && self.outbound.len() > self.config.outbound_queue {
+            // The socket is full and the peer is still not reading.
+            return self.end(DisconnectReason::SlowConsumer, ctx);
+        }
+        self.schedule_flush(ctx);
     }
 }
 
@@ -531,8 +531,7 @@ impl Handler<Close> for Session {
             ctx.cancel_future(reading);
         }
         if let Some(farewell) = farewell {
-            self.queued.fetch_add(1, Ordering::AcqRel);
-            self.outbound.push_back(farewell);
+            self.outbound.push(farewell);
         }
         ctx.run_later(self.config.flush_timeout, move |act, ctx| {
             debug!("session {} flush timed out", act.id);
@@ -545,48 +544,53 @@ impl Handler<Close> for Session {
 // ---------------------------------------------------------------------------
 // Helpers.
 
-/// Queued frames as one [`Buf`], so a single vectored write can send them all.
-struct FrameBatch {
+/// Frames waiting for the socket, oldest first; the front one may be partly
+/// written.
+#[derive(Default)]
+struct Outbound {
     frames: VecDeque<Bytes>,
-    remaining: usize,
 }
 
-impl FrameBatch {
-    fn new(mut frames: VecDeque<Bytes>) -> Self {
-        // An empty chunk would read as "nothing left to write" to a writer.
-        frames.retain(|frame| !frame.is_empty());
-        let remaining = frames.iter().map(Bytes::len).sum();
-        FrameBatch { frames, remaining }
-    }
-}
-
-impl Buf for FrameBatch {
-    fn remaining(&self) -> usize {
-        self.remaining
+impl Outbound {
+    fn push(&mut self, frame: Bytes) {
+        if !frame.is_empty() {
+            self.frames.push_back(frame);
+        }
     }
 
-    fn chunk(&self) -> &[u8] {
-        self.frames.front().map_or(&[], |frame| frame.as_ref())
+    fn len(&self) -> usize {
+        self.frames.len()
     }
 
-    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
-        dst.iter_mut()
-            .zip(&self.frames)
-            .map(|(slot, frame)| *slot = IoSlice::new(frame))
-            .count()
+    /// Writes queued frames with vectored writes until the queue is empty
+    /// (`Ok`) or the socket would block (`Err` of kind `WouldBlock`).
+    fn write_now(&mut self, writer: &OwnedWriteHalf) -> io::Result<()> {
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_FRAMES_PER_WRITE];
+            let count = slices
+                .iter_mut()
+                .zip(&self.frames)
+                .map(|(slice, frame)| *slice = IoSlice::new(frame))
+                .count();
+            let written = writer.try_write_vectored(&slices[..count])?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.consume(written);
+        }
+        // An emptied queue gives its memory back: idle sessions hold none.
+        self.frames = VecDeque::new();
+        Ok(())
     }
 
-    fn advance(&mut self, mut count: usize) {
-        self.remaining -= count;
-        while count > 0 {
-            let Some(front) = self.frames.front_mut() else {
-                return;
-            };
-            if count < front.len() {
-                front.advance(count);
+    /// Drops `written` bytes from the front of the queue.
+    fn consume(&mut self, mut written: usize) {
+        while let Some(front) = self.frames.front_mut() {
+            if written < front.len() {
+                front.advance(written);
                 return;
             }
-            count -= front.len();
+            written -= front.len();
             self.frames.pop_front();
         }
     }
@@ -628,17 +632,16 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn frame_batch_advances_across_frames() {
-        let frames = VecDeque::from([Bytes::from("ab"), Bytes::new(), Bytes::from("cde")]);
-        let mut batch = FrameBatch::new(frames);
-        assert_eq!(batch.remaining(), 5);
-        let mut slices = [IoSlice::new(&[]); 4];
-        assert_eq!(batch.chunks_vectored(&mut slices), 2);
-        assert_eq!(&*slices[1], b"cde");
-        batch.advance(3);
-        assert_eq!(batch.chunk(), b"de");
-        batch.advance(2);
-        assert_eq!(batch.remaining(), 0);
+    fn outbound_consumes_partly_written_frames() {
+        let mut outbound = Outbound::default();
+        for frame in ["ab", "", "cde"] {
+            outbound.push(Bytes::from(frame));
+        }
+        assert_eq!(outbound.len(), 2, "empty frames are never queued");
+        outbound.consume(3);
+        assert_eq!(outbound.frames.front().map(|f| &f[..]), Some(&b"de"[..]));
+        outbound.consume(2);
+        assert_eq!(outbound.len(), 0);
     }
 
     #[test]
