@@ -1,19 +1,21 @@
-//! Run with: cargo run --example echo -- --bind 127.0.0.1:0
+//! Run with: cargo run --example echo -- --bind 127.0.0.1:0 [--framing raw|lines|length]
 //!
 //! The echo server every socket tutorial starts with (e.g. Real Python's
 //! `echo-server.py`): each chunk a client sends comes back unchanged, no
 //! newline needed, and once the client has closed its side the server writes
 //! what it still owes and closes too. The tutorial's client works unchanged.
 //!
-//! Only raw framing (one frame per read) is served for now; line and
-//! length-prefixed framing (`--framing lines|length`) come later.
+//! `--framing lines` echoes each complete line (written back with `\n`), and
+//! `--framing length` each frame of a 4-byte big-endian length plus payload,
+//! prefix included; a declared length over `--max-frame` closes that
+//! connection. A partial line or frame at end of input is dropped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use actix::prelude::*;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use log::info;
 use switchboard::{
     Activity, Closed, DisconnectReason, Framing, Listener, Opened, SessionConfig, SessionEvent,
@@ -21,18 +23,48 @@ use switchboard::{
 };
 use tokio::net::TcpListener;
 
-/// Writes every chunk received back to its sender.
+/// Writes every chunk, line or frame received back to its sender.
 #[derive(Debug, Parser)]
 struct Args {
     /// Listen address (IPv4 or IPv6; port 0 picks a free port)
     #[arg(long, default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
+    /// How the byte stream is cut into messages
+    #[arg(long, value_enum, default_value_t = FramingArg::Raw)]
+    framing: FramingArg,
+    /// Longest line or frame payload accepted, in bytes
+    #[arg(long, default_value_t = 1 << 20)]
+    max_frame: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FramingArg {
+    /// Each chunk one read returns
+    Raw,
+    /// Newline-terminated lines
+    Lines,
+    /// A 4-byte big-endian length, then the payload
+    Length,
+}
+
+impl Args {
+    fn framing(&self) -> Framing {
+        match self.framing {
+            FramingArg::Raw => Framing::Raw,
+            FramingArg::Lines => Framing::Lines {
+                max_line: self.max_frame,
+            },
+            FramingArg::Length => Framing::LengthPrefixed {
+                max_frame: self.max_frame,
+            },
+        }
+    }
 }
 
 /// The hub every session reports to. Events carry only a session's id, so
 /// the hub keeps each session's handle from `Opened` until `Closed`.
-#[derive(Default)]
 struct Echo {
+    framing: Framing,
     sessions: HashMap<SessionId, SessionHandle>,
 }
 
@@ -56,10 +88,13 @@ impl Handler<Activity> for Echo {
             return;
         };
         match event {
-            SessionEvent::Frame(chunk) => handle.send(chunk),
+            SessionEvent::Frame(payload) => handle.send(self.framing.encode(&payload)),
             // Replies to earlier chunks are already queued ahead of the close.
             SessionEvent::InputClosed => handle.close(DisconnectReason::Closed, None),
-            // Raw framing without timers or rate limits reports nothing else.
+            SessionEvent::Oversized => {
+                log::debug!("session {session}: line over the limit dropped")
+            }
+            // Without timers or rate limits nothing else is reported.
             _ => {}
         }
     }
@@ -76,10 +111,10 @@ impl Handler<Closed> for Echo {
 fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    actix_rt::System::new().block_on(serve(args.bind))
+    actix_rt::System::new().block_on(serve(args.bind, args.framing()))
 }
 
-async fn serve(bind: SocketAddr) -> ExitCode {
+async fn serve(bind: SocketAddr, framing: Framing) -> ExitCode {
     let socket = match TcpListener::bind(bind).await {
         Ok(socket) => socket,
         Err(error) => {
@@ -87,8 +122,12 @@ async fn serve(bind: SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let hub = Echo::default().start();
-    let config = SessionConfig::new(Framing::Raw);
+    let hub = Echo {
+        framing,
+        sessions: HashMap::new(),
+    }
+    .start();
+    let config = SessionConfig::new(framing);
     Listener::new(socket, "echo", config, SessionEvents::to_actor(&hub)).start();
     if let Err(error) = shutdown_signal().await {
         eprintln!("echo: cannot listen for signals: {error}");

@@ -1,4 +1,5 @@
-//! How a byte stream is cut into frames: raw chunks or bounded lines.
+//! How a byte stream is cut into frames: raw chunks, bounded lines, or
+//! length-prefixed frames.
 //!
 //! tokio-util's `LinesCodec` is close, but it reports an over-long line and
 //! invalid UTF-8 as stream errors (which end a `FramedRead`), counts the `\r`
@@ -36,6 +37,14 @@ pub enum Framing {
         /// The longest line accepted, in bytes, without its terminator.
         max_line: usize,
     },
+    /// Frames of a 4-byte big-endian length (not counting itself) followed
+    /// by that many bytes. A declared length over `max_frame` is refused
+    /// before anything is allocated for it, and ends the session: the stream
+    /// cannot be resynchronised after it.
+    LengthPrefixed {
+        /// The largest payload accepted, in bytes.
+        max_frame: usize,
+    },
 }
 
 impl Framing {
@@ -43,9 +52,43 @@ impl Framing {
     pub fn initial_read_capacity(self) -> usize {
         match self {
             Framing::Raw => RAW_READ_SIZE,
-            Framing::Lines { .. } => LINE_READ_START,
+            Framing::Lines { .. } | Framing::LengthPrefixed { .. } => LINE_READ_START,
         }
     }
+
+    /// `payload` as it goes on the wire in this framing: unchanged for raw
+    /// chunks, with a `\n` appended for lines, behind its length for
+    /// length-prefixed frames.
+    ///
+    /// # Panics
+    /// For a length-prefixed payload of 4 GiB or more, which no length prefix
+    /// can describe.
+    pub fn encode(self, payload: &[u8]) -> Bytes {
+        match self {
+            Framing::Raw => Bytes::copy_from_slice(payload),
+            Framing::Lines { .. } => [payload, b"\n"].concat().into(),
+            Framing::LengthPrefixed { .. } => {
+                let length = u32::try_from(payload.len()).expect("payload under 4 GiB");
+                [&length.to_be_bytes()[..], payload].concat().into()
+            }
+        }
+    }
+}
+
+/// Input that cannot be framed at all: the session it arrived on must end.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// A length-prefixed frame declared more bytes than the limit allows.
+    #[error("a frame of {declared} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// The length the peer declared.
+        declared: usize,
+        /// The framing's limit.
+        max: usize,
+    },
+    /// Reading from the connection failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 /// A read buffer that grew past this while holding a long line is replaced
@@ -75,7 +118,7 @@ impl<R: AsyncRead> FrameReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
-    type Item = Result<Inbound, io::Error>;
+    type Item = Result<Inbound, FrameError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = ready!(Pin::new(&mut self.frames).poll_next(cx));
@@ -166,9 +209,30 @@ impl FrameDecoder {
     }
 }
 
+/// The length of a length-prefixed frame's prefix.
+const LENGTH_PREFIX: usize = 4;
+
+fn decode_length_prefixed(buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, FrameError> {
+    let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX>() else {
+        return Ok(None);
+    };
+    let declared = u32::from_be_bytes(*prefix) as usize;
+    if declared > max {
+        return Err(FrameError::TooLarge { declared, max });
+    }
+    let whole = LENGTH_PREFIX + declared;
+    if buf.len() < whole {
+        // Checked against the limit above, so this reserve is bounded.
+        buf.reserve(whole - buf.len());
+        return Ok(None);
+    }
+    buf.advance(LENGTH_PREFIX);
+    Ok(Some(Inbound::Frame(buf.split_to(declared).freeze())))
+}
+
 impl Decoder for FrameDecoder {
     type Item = Inbound;
-    type Error = std::io::Error;
+    type Error = FrameError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, Self::Error> {
         self.peak_capacity = self.peak_capacity.max(buf.capacity());
@@ -183,6 +247,7 @@ impl Decoder for FrameDecoder {
                 Some(Inbound::Frame(chunk))
             }
             Framing::Lines { max_line } => self.decode_line(buf, max_line),
+            Framing::LengthPrefixed { max_frame } => decode_length_prefixed(buf, max_frame)?,
         })
     }
 
@@ -260,6 +325,32 @@ mod tests {
         let chunk = decoder.decode(&mut buf).expect("decoding never fails");
         assert!(matches!(chunk, Some(Inbound::Frame(ref c)) if c.len() == RAW_READ_SIZE));
         assert!(buf.capacity() >= RAW_READ_SIZE);
+    }
+
+    #[test]
+    fn length_prefixed_frames_split_or_packed_round_trip() {
+        let framing = Framing::LengthPrefixed { max_frame: 16 };
+        let wire: Vec<u8> = [&b"hello"[..], b"", b"world!"]
+            .iter()
+            .flat_map(|payload| framing.encode(payload).to_vec())
+            .collect();
+        let expected = vec![frame("hello"), frame(""), frame("world!")];
+        assert_eq!(decode_all(framing, &[&wire]), expected);
+        let byte_by_byte: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(decode_all(framing, &byte_by_byte), expected);
+        let partial_at_eof = &wire[..wire.len() - 1];
+        assert_eq!(decode_all(framing, &[partial_at_eof]), expected[..2]);
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_allocating() {
+        let mut decoder = FrameDecoder::new(Framing::LengthPrefixed { max_frame: 16 });
+        let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        let error = decoder.decode(&mut buf).expect_err("over the limit");
+        assert!(
+            matches!(error, FrameError::TooLarge { declared, max: 16 } if declared == u32::MAX as usize)
+        );
+        assert!(buf.capacity() < 64, "nothing was reserved for the frame");
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //!   ([`Opened`], [`Activity`], [`Closed`], [`Deliver`], [`Close`]).
 //! - `actors::registry` — the [`Registry`]: the lobby's sessions, nicks and
 //!   rooms, and [`Shutdown`].
-//! - `framing` — cutting a byte stream into raw chunks or bounded lines.
+//! - `framing` — cutting a byte stream into raw chunks, bounded lines or
+//!   length-prefixed frames.
 //! - `protocol` — the text lobby protocol: parsing commands, rendering lines.
 //! - `limiter` — connection slots, overall and per IP address.
 //! - `reason` — [`DisconnectReason`].
@@ -46,7 +47,7 @@ pub use actors::session::{
     SessionId, SessionIds,
 };
 pub use config::{LobbyConfig, SessionConfig};
-pub use framing::{FrameDecoder, FrameReader, Framing, Inbound};
+pub use framing::{FrameDecoder, FrameError, FrameReader, Framing, Inbound};
 pub use limiter::{ConnectionLimiter, ConnectionPermit};
 pub use reason::DisconnectReason;
 pub use server::LobbyServer;

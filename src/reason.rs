@@ -26,7 +26,10 @@ pub enum DisconnectReason {
     Kicked,
     /// The server is shutting down.
     Shutdown,
-    /// Any other I/O failure, or input that cannot be framed at all.
+    /// The peer sent input that cannot be framed at all (a length-prefixed
+    /// frame over the limit): nothing after it can be trusted.
+    BadFrame,
+    /// Any other I/O failure.
     Error(io::ErrorKind),
 }
 
@@ -42,7 +45,7 @@ impl DisconnectReason {
             DisconnectReason::SlowConsumer => "slow-consumer",
             DisconnectReason::Kicked => "kicked",
             DisconnectReason::Shutdown => "shutdown",
-            DisconnectReason::Error(_) => "error",
+            DisconnectReason::BadFrame | DisconnectReason::Error(_) => "error",
         }
     }
 
@@ -76,6 +79,7 @@ impl DisconnectReason {
 impl fmt::Display for DisconnectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            DisconnectReason::BadFrame => f.write_str("error (bad frame)"),
             DisconnectReason::Error(kind) => write!(f, "error ({kind})"),
             other => f.write_str(other.word()),
         }

@@ -18,9 +18,20 @@ const TUTORIAL_GREETING: &[u8] = b"Hello, server! This is client.";
 
 /// Starts the example `name` on `127.0.0.1:0`.
 fn example(name: &str) -> Server {
+    example_with(name, &[])
+}
+
+/// Starts the example `name` on `127.0.0.1:0` with extra flags.
+fn example_with(name: &str, args: &[&str]) -> Server {
     let path = example_path(name);
     let path = path.to_str().expect("target path is UTF-8");
-    Server::start_binary(path, &[])
+    Server::start_binary(path, args)
+}
+
+/// `payload` behind its 4-byte big-endian length.
+fn length_prefixed(payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).expect("small payload");
+    [&length.to_be_bytes()[..], payload].concat()
 }
 
 /// `target/<profile>/examples/<name>`, next to this test's `deps` directory.
@@ -230,6 +241,72 @@ fn python_tutorial_echo_client_works_unchanged() {
 
 // ---------------------------------------------------------------------------
 // greeter
+
+#[test]
+fn echo_with_line_framing_returns_complete_lines_and_drops_a_partial_one() {
+    let server = example_with("echo", &["--framing", "lines"]);
+    let mut client = connect(server.addr);
+    client.write_all(b"one\r\ntwo\nthr").expect("write");
+    expect_bytes(&mut client, b"one\ntwo\n");
+    client.write_all(b"ee\nfour").expect("write");
+    expect_bytes(&mut client, b"three\n");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(read_to_eof(&mut client), b"", "the partial line is dropped");
+}
+
+#[test]
+fn echo_with_length_framing_returns_each_frame_with_its_prefix() {
+    let server = example_with("echo", &["--framing", "length"]);
+    let mut client = connect(server.addr);
+    let frames: Vec<Vec<u8>> = [&b"hello"[..], b"", &[0, 255, 10, 13], &[7; 3000]]
+        .iter()
+        .map(|payload| length_prefixed(payload))
+        .collect();
+    let wire = frames.concat();
+    // Split in the middle of a prefix and of a payload: only whole frames
+    // come back, so the first arrives once its last byte was sent…
+    client.write_all(&wire[..2]).expect("write");
+    client.write_all(&wire[2..7]).expect("write");
+    client.write_all(&wire[7..frames[0].len()]).expect("write");
+    expect_bytes(&mut client, &frames[0]);
+    client.write_all(&wire[frames[0].len()..]).expect("write");
+    expect_bytes(&mut client, &wire[frames[0].len()..]);
+    // …and many frames in one write.
+    client.write_all(&wire).expect("write");
+    expect_bytes(&mut client, &wire);
+    client
+        .write_all(&length_prefixed(b"partial")[..6])
+        .expect("write");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(
+        read_to_eof(&mut client),
+        b"",
+        "the partial frame is dropped"
+    );
+}
+
+#[test]
+fn echo_closes_a_connection_that_declares_an_oversized_frame_and_serves_others() {
+    let server = example_with("echo", &["--framing", "length", "--max-frame", "16"]);
+    let mut other = connect(server.addr);
+    let mut offender = connect(server.addr);
+    offender.write_all(&17u32.to_be_bytes()).expect("write");
+    offender
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("set read timeout");
+    let mut rest = Vec::new();
+    match offender.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "nothing is echoed: {rest:?}"),
+        Err(e) => assert_eq!(
+            e.kind(),
+            ErrorKind::ConnectionReset,
+            "closed, not timed out"
+        ),
+    }
+    let within_limit = length_prefixed(&[1; 16]);
+    other.write_all(&within_limit).expect("write");
+    expect_bytes(&mut other, &within_limit);
+}
 
 #[test]
 fn greeter_welcomes_greets_and_says_good_bye_on_exit() {

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::config::SessionConfig;
-use crate::framing::{FrameReader, Inbound};
+use crate::framing::{FrameError, FrameReader, Inbound};
 use crate::limiter::ConnectionPermit;
 use crate::reason::DisconnectReason;
 
@@ -462,13 +462,17 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<Inbound, io::Error>> for Session {
-    fn handle(&mut self, item: Result<Inbound, io::Error>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Inbound, FrameError>> for Session {
+    fn handle(&mut self, item: Result<Inbound, FrameError>, ctx: &mut Self::Context) {
         let inbound = match item {
             Ok(inbound) => inbound,
-            Err(error) => {
+            Err(FrameError::Io(error)) => {
                 debug!("session {} read failed: {error}", self.id);
                 return self.end(DisconnectReason::from_io_error(&error), ctx);
+            }
+            Err(error @ FrameError::TooLarge { .. }) => {
+                info!("session {} sent a bad frame: {error}", self.id);
+                return self.end(DisconnectReason::BadFrame, ctx);
             }
         };
         if self.closing.is_some() {
