@@ -1,0 +1,488 @@
+//! `tokio-baseline`: the server an experienced tokio user would write instead
+//! of switchboard, used as the yardstick of `switchboard-bench`.
+//!
+//! - `--mode echo`: raw echo — read into a buffer, write it back.
+//! - `--mode lobby`: a subset of switchboard's text lobby protocol: `WELCOME`,
+//!   `/nick`, `/join`, `/leave`, chat → `MSG`, `/rooms`, `/who`, `/ping`,
+//!   `/pong`, `/quit`, and `QUIT <room> <nick> <reason>` to the room when a
+//!   member goes. One task per connection reads lines; a writer task per
+//!   connection drains a bounded mpsc channel; rooms live in one map behind a
+//!   `std::sync::Mutex`, so every member of a room sees its events in one
+//!   order. A client whose channel is full is dropped as `slow-consumer`.
+//!
+//! Like switchboard it logs `listening on ADDR (MODE)` to stderr.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Echo,
+    Lobby,
+}
+
+/// A plain tokio server: raw echo or the text lobby.
+#[derive(Debug, Parser)]
+struct Args {
+    /// What to serve
+    #[arg(long, value_enum, default_value_t = Mode::Lobby)]
+    mode: Mode,
+    /// Listen address (port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:7979")]
+    bind: SocketAddr,
+    /// Lines queued to one client before it is dropped as a slow consumer
+    #[arg(long, default_value_t = 1024)]
+    outbound_queue: usize,
+    /// Longest accepted line in bytes
+    #[arg(long, default_value_t = 4096)]
+    max_line: usize,
+    /// Runtime worker threads (0 = one per core, tokio's default)
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn main() -> io::Result<()> {
+    let args = Args::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        runtime.worker_threads(args.threads);
+    }
+    runtime.enable_all().build()?.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> io::Result<()> {
+    let listener = TcpListener::bind(args.bind).await?;
+    let mode = match args.mode {
+        Mode::Echo => "echo",
+        Mode::Lobby => "text",
+    };
+    eprintln!("listening on {} ({mode})", listener.local_addr()?);
+    let lobby = Arc::new(Lobby {
+        state: Mutex::new(State::default()),
+        next_id: AtomicU64::new(0),
+        outbound_queue: args.outbound_queue.max(1),
+        max_line: args.max_line,
+    });
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                eprintln!("accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match args.mode {
+            Mode::Echo => {
+                tokio::spawn(echo(stream));
+            }
+            Mode::Lobby => {
+                tokio::spawn(lobby.clone().client(stream));
+            }
+        }
+    }
+}
+
+async fn echo(mut stream: TcpStream) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stream.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The lobby.
+
+struct Lobby {
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    outbound_queue: usize,
+    max_line: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Room → members in join order; a `BTreeMap` keeps `/rooms` sorted.
+    rooms: BTreeMap<String, Vec<Member>>,
+    /// Lower-cased nicks in use.
+    nicks: HashSet<String>,
+}
+
+#[derive(Clone)]
+struct Member {
+    id: u64,
+    nick: Arc<str>,
+    tx: mpsc::Sender<Bytes>,
+    kill: CancellationToken,
+}
+
+/// One connection's view of itself.
+struct Client {
+    id: u64,
+    nick: Arc<str>,
+    room: Option<String>,
+    tx: mpsc::Sender<Bytes>,
+    kill: CancellationToken,
+}
+
+impl Client {
+    fn member(&self) -> Member {
+        Member {
+            id: self.id,
+            nick: self.nick.clone(),
+            tx: self.tx.clone(),
+            kill: self.kill.clone(),
+        }
+    }
+
+    /// Queues a reply to this client only; a client whose queue is full is
+    /// dropped as a slow consumer.
+    fn send(&self, line: String) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Bytes::from(line)) {
+            self.kill.cancel();
+        }
+    }
+}
+
+fn line(text: String) -> Bytes {
+    let mut text = text;
+    text.push('\n');
+    Bytes::from(text)
+}
+
+impl State {
+    /// Sends `line` to every member of `room`; members whose queue is full are
+    /// removed from the room and told to go, and the room hears why.
+    fn broadcast(&mut self, room: &str, line: Bytes) {
+        let mut pending = vec![line];
+        while let Some(line) = pending.pop() {
+            let Some(members) = self.rooms.get_mut(room) else {
+                return;
+            };
+            let mut dropped = Vec::new();
+            members.retain(|member| match member.tx.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    member.kill.cancel();
+                    dropped.push(member.nick.clone());
+                    false
+                }
+            });
+            if members.is_empty() {
+                self.rooms.remove(room);
+                return;
+            }
+            for nick in dropped {
+                pending.push(self::line(format!("QUIT {room} {nick} slow-consumer")));
+            }
+        }
+    }
+
+    /// Removes member `id` from `room`; true if it was there.
+    fn remove(&mut self, room: &str, id: u64) -> bool {
+        let Some(members) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        let before = members.len();
+        members.retain(|member| member.id != id);
+        let removed = members.len() != before;
+        if members.is_empty() {
+            self.rooms.remove(room);
+        }
+        removed
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// How a connection ended, as the room hears it.
+enum End {
+    Quit,
+    Closed,
+    Reset,
+    SlowConsumer,
+    Error,
+}
+
+impl End {
+    fn word(&self) -> &'static str {
+        match self {
+            End::Quit => "quit",
+            End::Closed => "closed",
+            End::Reset => "reset",
+            End::SlowConsumer => "slow-consumer",
+            End::Error => "error",
+        }
+    }
+}
+
+impl Lobby {
+    async fn client(self: Arc<Self>, stream: TcpStream) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (read_half, write_half) = stream.into_split();
+        let (tx, rx) = mpsc::channel(self.outbound_queue);
+        let kill = CancellationToken::new();
+        let writer = tokio::spawn(writer(write_half, rx, kill.clone()));
+        let nick: Arc<str> = Arc::from(format!("guest{id}"));
+        self.state
+            .lock()
+            .unwrap()
+            .nicks
+            .insert(nick.to_ascii_lowercase());
+        let mut client = Client {
+            id,
+            nick,
+            room: None,
+            tx,
+            kill,
+        };
+        client.send(format!("WELCOME {id} {}\n", client.nick));
+
+        let mut lines = FramedRead::new(read_half, LinesCodec::new_with_max_length(self.max_line));
+        let end = loop {
+            let next = tokio::select! {
+                biased;
+                () = client.kill.cancelled() => break End::SlowConsumer,
+                next = lines.next() => next,
+            };
+            match next {
+                None => break End::Closed,
+                Some(Ok(text)) => {
+                    if self.handle(&mut client, &text) {
+                        break End::Quit;
+                    }
+                }
+                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                    client.send("ERR line-too-long line exceeds the maximum length\n".into());
+                    break End::Error;
+                }
+                Some(Err(LinesCodecError::Io(error))) => {
+                    break match error.kind() {
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => End::Reset,
+                        io::ErrorKind::InvalidData => {
+                            client.send("ERR bad-encoding lines must be UTF-8\n".into());
+                            End::Error
+                        }
+                        _ => End::Error,
+                    };
+                }
+            }
+        };
+        {
+            let mut state = self.state.lock().unwrap();
+            state.nicks.remove(&client.nick.to_ascii_lowercase());
+            if let Some(room) = client.room.take()
+                && state.remove(&room, id)
+            {
+                let quit = line(format!("QUIT {room} {} {}", client.nick, end.word()));
+                state.broadcast(&room, quit);
+            }
+        }
+        // Dropping the last sender lets the writer drain what is owed and close.
+        drop(client);
+        let _ = writer.await;
+    }
+
+    /// Answers one line; true when the client quit.
+    fn handle(&self, client: &mut Client, text: &str) -> bool {
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if text.is_empty() {
+            return false;
+        }
+        let command = match text.strip_prefix('/') {
+            Some(rest) if !rest.starts_with('/') => rest,
+            Some(escaped) => return self.say(client, escaped),
+            None => return self.say(client, text),
+        };
+        let mut words = command.split_whitespace();
+        let verb = words.next().unwrap_or("").to_ascii_lowercase();
+        let args: Vec<&str> = words.collect();
+        match (verb.as_str(), args.as_slice()) {
+            ("join", [room]) => self.join(client, room),
+            ("leave", []) => {
+                let Some(room) = client.room.take() else {
+                    client.send("ERR not-in-room join a room first\n".into());
+                    return false;
+                };
+                let mut state = self.state.lock().unwrap();
+                state.broadcast(&room, line(format!("LEAVE {room} {}", client.nick)));
+                state.remove(&room, client.id);
+            }
+            ("nick", [name]) => self.nick(client, name),
+            ("rooms", []) => {
+                let mut reply = String::from("ROOMS");
+                for (room, members) in &self.state.lock().unwrap().rooms {
+                    reply.push_str(&format!(" {room}={}", members.len()));
+                }
+                reply.push('\n');
+                client.send(reply);
+            }
+            ("who", [] | [_]) => {
+                let Some(room) = args.first().copied().or(client.room.as_deref()) else {
+                    client.send("ERR not-in-room join a room first\n".into());
+                    return false;
+                };
+                let who = self.who(&self.state.lock().unwrap(), room);
+                client.send(who);
+            }
+            ("ping", []) => client.send("PONG\n".into()),
+            ("ping", [token]) => client.send(format!("PONG {token}\n")),
+            ("pong", [] | [_]) => {}
+            ("quit", _) => {
+                client.send("BYE\n".into());
+                return true;
+            }
+            ("join" | "leave" | "nick" | "rooms" | "who" | "ping" | "pong", _) => {
+                client.send("ERR bad-args wrong number of arguments\n".into());
+            }
+            _ => client.send(format!("ERR unknown-command no command /{verb}\n")),
+        }
+        false
+    }
+
+    fn say(&self, client: &Client, text: &str) -> bool {
+        match &client.room {
+            Some(room) => {
+                let msg = line(format!("MSG {room} {} {text}", client.nick));
+                self.state.lock().unwrap().broadcast(room, msg);
+            }
+            None => client.send("ERR not-in-room join a room first\n".into()),
+        }
+        false
+    }
+
+    fn who(&self, state: &State, room: &str) -> String {
+        let mut reply = format!("WHO {room}");
+        for member in state.rooms.get(room).into_iter().flatten() {
+            reply.push(' ');
+            reply.push_str(&member.nick);
+        }
+        reply.push('\n');
+        reply
+    }
+
+    fn join(&self, client: &mut Client, room: &str) {
+        if !valid_name(room) {
+            client.send("ERR bad-name names are 1-32 of A-Z a-z 0-9 _ -\n".into());
+            return;
+        }
+        let mut state = self.state.lock().unwrap();
+        if client.room.as_deref() == Some(room) {
+            let who = self.who(&state, room);
+            client.send(who);
+            return;
+        }
+        if let Some(old) = client.room.take() {
+            state.broadcast(&old, line(format!("LEAVE {old} {}", client.nick)));
+            state.remove(&old, client.id);
+        }
+        state
+            .rooms
+            .entry(room.to_owned())
+            .or_default()
+            .push(client.member());
+        state.broadcast(room, line(format!("JOIN {room} {}", client.nick)));
+        let who = self.who(&state, room);
+        client.send(who);
+        client.room = Some(room.to_owned());
+    }
+
+    fn nick(&self, client: &mut Client, name: &str) {
+        if !valid_name(name) {
+            client.send("ERR bad-name names are 1-32 of A-Z a-z 0-9 _ -\n".into());
+            return;
+        }
+        let mut state = self.state.lock().unwrap();
+        let key = name.to_ascii_lowercase();
+        if key != client.nick.to_ascii_lowercase() && !state.nicks.insert(key) {
+            client.send(format!("ERR nick-taken {name} is already taken\n"));
+            return;
+        }
+        state.nicks.remove(&client.nick.to_ascii_lowercase());
+        state.nicks.insert(name.to_ascii_lowercase());
+        let old = std::mem::replace(&mut client.nick, Arc::from(name));
+        let announce = line(format!("NICK {old} {name}"));
+        match client.room.clone() {
+            Some(room) => {
+                if let Some(me) = state
+                    .rooms
+                    .get_mut(&room)
+                    .and_then(|members| members.iter_mut().find(|m| m.id == client.id))
+                {
+                    me.nick = client.nick.clone();
+                }
+                state.broadcast(&room, announce);
+            }
+            None => {
+                drop(state);
+                client.send(format!("NICK {old} {name}\n"));
+            }
+        }
+    }
+}
+
+/// Drains the client's channel into its socket, a batch per write, until every
+/// sender is gone (then closes the write side) or the client is killed.
+async fn writer(
+    mut socket: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    kill: CancellationToken,
+) {
+    let mut batch = BytesMut::with_capacity(1024);
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = kill.cancelled() => return,
+            first = rx.recv() => first,
+        };
+        let Some(first) = first else { break };
+        batch.extend_from_slice(&first);
+        while batch.len() < 64 * 1024 {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        let written = tokio::select! {
+            biased;
+            () = kill.cancelled() => return,
+            written = socket.write_all(&batch) => written,
+        };
+        if written.is_err() {
+            return;
+        }
+        batch.clear();
+        if batch.capacity() > 64 * 1024 {
+            batch = BytesMut::with_capacity(1024);
+        }
+    }
+    let _ = socket.shutdown().await;
+}

@@ -1,0 +1,211 @@
+//! `switchboard-bench`: measures switchboard against a plain tokio server.
+//!
+//! ```text
+//! switchboard-bench SCENARIO [options] --target switchboard|baseline|both --runs N [--json]
+//! ```
+//!
+//! Every run starts a fresh server from `target/release` (rebuilding it first
+//! when it is missing or older than its sources), drives it over loopback
+//! from this process (or, for `idle`, from child generator processes), and
+//! kills it afterwards. With `--target both` the targets alternate run by run
+//! and the report gives per-target medians and switchboard/baseline ratios.
+
+mod net;
+mod procfs;
+mod progress;
+mod report;
+mod scenarios;
+mod server;
+mod stats;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use report::{Outcome, Report, RunRecord};
+use scenarios::Scenario;
+use server::{Binaries, ServerProc, Target};
+
+/// Errors end a run (the report says why), never the whole bench silently.
+pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Load scenarios for switchboard and a tokio baseline, over loopback.
+#[derive(Debug, Parser)]
+#[command(about, version)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Raw echo: C connections, each with W messages of S bytes in flight
+    Echo(scenarios::echo::EchoArgs),
+    /// Lobby chat echo: C clients alone in their own rooms, W lines in flight each
+    LobbyEcho(scenarios::lobby_echo::LobbyEchoArgs),
+    /// One room of M members, K of them sending: deliveries/s, order, loss
+    Fanout(scenarios::fanout::FanoutArgs),
+    /// C idle connections: server memory per connection, all held
+    Idle(scenarios::idle::IdleArgs),
+    /// Connect, join, close (half reset) N times: cycles/s and leaks
+    Churn(scenarios::churn::ChurnArgs),
+    /// Non-reading members in a flooded room: bounded memory, slow-consumer drops
+    Slow(scenarios::slow::SlowArgs),
+    /// (internal) one generator process of `idle --procs P`
+    #[command(hide = true)]
+    IdleWorker(scenarios::idle::WorkerArgs),
+}
+
+/// Which servers to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetChoice {
+    Switchboard,
+    Baseline,
+    Both,
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Which server(s) to measure; `both` alternates them run by run
+    #[arg(long, value_enum, default_value_t = TargetChoice::Both)]
+    pub target: TargetChoice,
+    /// Runs per target
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub runs: u32,
+    /// Print one JSON document instead of the table
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads of the generator's tokio runtime (1 or 2 on this machine)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub client_threads: u32,
+    /// Never rebuild the servers, even when they look older than their sources
+    #[arg(long)]
+    pub no_build: bool,
+    /// No progress line on stderr
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What a scenario's run is given besides its server.
+pub struct RunCtx {
+    pub client_threads: usize,
+    pub label: String,
+    pub quiet: bool,
+}
+
+impl RunCtx {
+    /// The generator's runtime: multi-threaded with `--client-threads` workers.
+    pub fn runtime(&self) -> BenchResult<tokio::runtime::Runtime> {
+        Ok(tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.client_threads)
+            .enable_all()
+            .build()?)
+    }
+}
+
+fn main() -> ExitCode {
+    procfs::raise_fd_limit();
+    let cli = Cli::parse();
+    let scenario: Box<dyn Scenario> = match cli.scenario {
+        Command::Echo(args) => Box::new(args),
+        Command::LobbyEcho(args) => Box::new(args),
+        Command::Fanout(args) => Box::new(args),
+        Command::Idle(args) => Box::new(args),
+        Command::Churn(args) => Box::new(args),
+        Command::Slow(args) => Box::new(args),
+        Command::IdleWorker(args) => return scenarios::idle::worker_main(args),
+    };
+    match run_scenario(scenario.as_ref()) {
+        Ok(report) => {
+            let common = scenario.common();
+            if common.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.to_table());
+            }
+            if report.all_checks_pass() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(error) => {
+            eprintln!("switchboard-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_scenario(scenario: &dyn Scenario) -> BenchResult<Report> {
+    let common = scenario.common().clone();
+    let targets: Vec<Target> = match common.target {
+        TargetChoice::Switchboard => vec![Target::Switchboard],
+        TargetChoice::Baseline => vec![Target::Baseline],
+        TargetChoice::Both => vec![Target::Switchboard, Target::Baseline],
+    };
+    let binaries = Binaries::locate();
+    if !common.no_build {
+        binaries.ensure_built(&targets, scenario.service())?;
+    }
+    let mut runs = Vec::new();
+    for run in 1..=common.runs as usize {
+        for &target in &targets {
+            let label = format!(
+                "{} {} run {run}/{}",
+                scenario.name(),
+                target.name(),
+                common.runs
+            );
+            let ctx = RunCtx {
+                client_threads: common.client_threads as usize,
+                label: label.clone(),
+                quiet: common.quiet,
+            };
+            if !common.quiet {
+                eprintln!("{label} …");
+            }
+            let extra = scenario.server_args(target);
+            let mut server = ServerProc::launch(&binaries, target, scenario.service(), &extra)?;
+            let overflows_before = procfs::listen_overflows();
+            let result = scenario.run(&mut server, &ctx);
+            let overflows = procfs::listen_overflows().saturating_sub(overflows_before);
+            let alive = server.alive();
+            let mut outcome = result.unwrap_or_else(|error| {
+                let mut failed = Outcome::default();
+                failed.check("run completed", false, error.to_string());
+                failed
+            });
+            outcome.fig("listen queue overflows", "count", overflows as f64);
+            if !alive {
+                outcome.check(
+                    "server survived",
+                    false,
+                    "the server process exited during the run",
+                );
+            }
+            let server_log: Vec<String> = server.warnings().into_iter().take(20).collect();
+            drop(server);
+            runs.push(RunRecord {
+                target,
+                run,
+                outcome,
+                server_log,
+            });
+            // Let the kernel retire the last run's sockets before the next one.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    Ok(Report {
+        scenario: scenario.name().to_owned(),
+        description: scenario.describe(),
+        params: scenario.params(),
+        targets,
+        runs,
+    })
+}

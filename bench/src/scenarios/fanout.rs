@@ -1,0 +1,386 @@
+//! `fanout`: one busy room.
+//!
+//! M members join one room; K of them also send lines `s<k> <seq> <ns>` as
+//! fast as the room allows, each with at most W lines unacknowledged (a line
+//! is acknowledged when its sender sees its own `MSG`). Every member parses
+//! every `MSG`, checks that each sender's seq goes up by exactly one (nothing
+//! lost, order kept) and records the delivery latency from the send time in
+//! the line. After the measured interval the senders stop and the bench waits
+//! for every member to have received every line sent.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures::StreamExt;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{LobbyClient, Scenario, report_errors, secs};
+use crate::net::{self, ConnectOpts};
+use crate::procfs::CpuMark;
+use crate::progress::Progress;
+use crate::report::Outcome;
+use crate::server::{ServerProc, Service, Target};
+use crate::stats::{self, Clock, Latencies, LatencySink, Phase};
+use crate::{BenchResult, Common, RunCtx};
+
+const ROOM: &str = "fan";
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Members of the room (senders included)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=15_000))]
+    pub members: u32,
+    /// Members that also send
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub senders: u32,
+    /// Unacknowledged lines per sender
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub window: u32,
+    /// Switchboard's --outbound-queue (and the baseline's)
+    #[arg(long, default_value_t = 1024)]
+    pub outbound_queue: u32,
+    /// Measured seconds
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Longest wait, after the senders stop, for every line to be delivered
+    #[arg(long, default_value_t = 20.0)]
+    pub drain: f64,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+impl Scenario for FanoutArgs {
+    fn name(&self) -> &'static str {
+        "fanout"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} members in one room, {} senders with {} lines unacknowledged each, outbound queue {}, {} s measured after {} s warm-up",
+            self.members,
+            self.senders.min(self.members),
+            self.window,
+            self.outbound_queue,
+            self.duration,
+            self.warmup
+        )
+    }
+
+    fn service(&self) -> Service {
+        Service::Lobby
+    }
+
+    fn server_args(&self, _: Target) -> Vec<String> {
+        vec!["--outbound-queue".into(), self.outbound_queue.to_string()]
+    }
+
+    fn params(&self) -> serde_json::Value {
+        json!({"members": self.members, "senders": self.senders, "window": self.window,
+               "outbound_queue": self.outbound_queue, "duration": self.duration,
+               "warmup": self.warmup, "client_threads": self.common.client_threads})
+    }
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    fn run(&self, server: &mut ServerProc, ctx: &RunCtx) -> BenchResult<Outcome> {
+        let runtime = ctx.runtime()?;
+        let (progress, _guard) = Progress::start(ctx.label.clone(), "deliveries", ctx.quiet);
+        runtime.block_on(self.run_async(server.addr, server.pid, progress))
+    }
+}
+
+/// What the members share with the bench while running.
+struct Shared {
+    phase: Phase,
+    clock: Clock,
+    latencies: Latencies,
+    progress: Progress,
+    /// Lines sent so far, per sender.
+    sent: Vec<AtomicU64>,
+    /// `MSG` lines received by all members together.
+    received: AtomicU64,
+    stop: CancellationToken,
+}
+
+struct MemberResult {
+    /// `MSG` lines received from each sender.
+    received: Vec<u64>,
+    /// Lines whose seq was not the one after the previous line of that sender.
+    order_violations: u64,
+    /// Deliveries inside the measured interval.
+    measured: u64,
+    /// `QUIT` lines seen (someone was dropped).
+    quits: u64,
+    error: Option<String>,
+}
+
+impl FanoutArgs {
+    async fn run_async(
+        &self,
+        addr: SocketAddr,
+        pid: u32,
+        progress: Progress,
+    ) -> BenchResult<Outcome> {
+        let members = self.members as usize;
+        let senders = (self.senders as usize).min(members);
+        let setup_start = Instant::now();
+        let clients: Vec<std::io::Result<LobbyClient>> = futures::stream::iter(0..members as u64)
+            .map(|i| async move {
+                let opts = ConnectOpts {
+                    source: Some(net::source_ip(i)),
+                    ..ConnectOpts::default()
+                };
+                let mut client = LobbyClient::connect(addr, opts).await?;
+                client.join(ROOM, 0).await?;
+                Ok(client)
+            })
+            .buffered(32)
+            .collect()
+            .await;
+        let setup_secs = setup_start.elapsed().as_secs_f64();
+        let shared = Arc::new(Shared {
+            phase: Phase::new(),
+            clock: Clock::new(),
+            latencies: stats::new_latencies(),
+            progress,
+            sent: (0..senders).map(|_| AtomicU64::new(0)).collect(),
+            received: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+        });
+        let mut tasks = Vec::new();
+        for (i, client) in clients.into_iter().enumerate() {
+            let sender = (i < senders).then_some(i);
+            let window = self.window as usize;
+            tasks.push(tokio::spawn(member(
+                client?,
+                sender,
+                window,
+                shared.clone(),
+            )));
+        }
+        tokio::time::sleep(secs(self.warmup)).await;
+        shared.phase.set(stats::MEASURE);
+        let start = CpuMark::now(pid);
+        tokio::time::sleep(secs(self.duration)).await;
+        let end = CpuMark::now(pid);
+        shared.phase.set(stats::STOP);
+        let span = start.until(&end);
+
+        // Drain: every member must receive every line sent.
+        let drain_start = Instant::now();
+        let deadline = drain_start + secs(self.drain);
+        let expected = || {
+            members as u64
+                * shared
+                    .sent
+                    .iter()
+                    .map(|s| s.load(Ordering::SeqCst))
+                    .sum::<u64>()
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while Instant::now() < deadline && shared.received.load(Ordering::SeqCst) < expected() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let drain_secs = drain_start.elapsed().as_secs_f64();
+        shared.stop.cancel();
+        let sent: Vec<u64> = shared
+            .sent
+            .iter()
+            .map(|s| s.load(Ordering::SeqCst))
+            .collect();
+
+        let mut measured = 0;
+        let mut lost = 0;
+        let mut violations = 0;
+        let mut quits = 0;
+        let mut errors = Vec::new();
+        for task in tasks {
+            match tokio::time::timeout(Duration::from_secs(15), task).await {
+                Ok(Ok(result)) => {
+                    measured += result.measured;
+                    violations += result.order_violations;
+                    quits += result.quits;
+                    for (k, &count) in result.received.iter().enumerate() {
+                        lost += sent[k].saturating_sub(count);
+                    }
+                    errors.extend(result.error);
+                }
+                Ok(Err(error)) => {
+                    errors.push(error.to_string());
+                    lost += sent.iter().sum::<u64>();
+                }
+                Err(_) => {
+                    errors.push("member task did not stop".into());
+                    lost += sent.iter().sum::<u64>();
+                }
+            }
+        }
+        let total_sent: u64 = sent.iter().sum();
+        let mut outcome = Outcome::default();
+        outcome.fig("deliveries/s", "1/s", measured as f64 / span.wall_secs);
+        outcome.fig(
+            "lines sent/s (deliveries/members)",
+            "1/s",
+            measured as f64 / members as f64 / span.wall_secs,
+        );
+        let [p50, p99, p999, max] = stats::percentiles_us(&shared.latencies);
+        outcome.fig("delivery latency p50", "µs", p50);
+        outcome.fig("delivery latency p99", "µs", p99);
+        outcome.fig("delivery latency p99.9", "µs", p999);
+        outcome.fig("delivery latency max", "µs", max);
+        outcome.fig(
+            "server CPU per delivery",
+            "µs",
+            span.server_us_per(measured),
+        );
+        outcome.fig("server CPU", "%", span.server_pct());
+        outcome.fig("generator CPU", "%", span.client_pct());
+        outcome.fig("softirq CPU (loopback TCP)", "%", span.irq_pct());
+        outcome.fig("other processes CPU (noise)", "%", span.other_pct());
+        outcome.fig("lines sent in all", "count", total_sent as f64);
+        outcome.fig("lost", "count", lost as f64);
+        outcome.fig("order violations", "count", violations as f64);
+        outcome.fig("QUIT lines seen", "count", quits as f64);
+        outcome.fig("drain after stop", "s", drain_secs);
+        outcome.fig("setup (connect + join all)", "s", setup_secs);
+        report_errors(&mut outcome, "member errors", &errors);
+        outcome.check(
+            "nothing lost",
+            lost == 0,
+            format!(
+                "lost={lost} of {} deliveries owed",
+                total_sent * members as u64
+            ),
+        );
+        outcome.check(
+            "order kept",
+            violations == 0,
+            format!("order_violations={violations}"),
+        );
+        outcome.check(
+            "no member dropped",
+            errors.is_empty() && quits == 0,
+            format!("{} member errors, {quits} QUIT lines", errors.len()),
+        );
+        Ok(outcome)
+    }
+}
+
+/// Parses `MSG <room> <nick> s<k> <seq> <ns>` into (k, seq, ns).
+fn parse_msg(line: &[u8]) -> Option<(usize, u64, u64)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut words = text.split(' ');
+    if words.next()? != "MSG" {
+        return None;
+    }
+    let _room = words.next()?;
+    let _nick = words.next()?;
+    let k = words.next()?.strip_prefix('s')?.parse().ok()?;
+    let seq = words.next()?.parse().ok()?;
+    let ns = words.next()?.parse().ok()?;
+    Some((k, seq, ns))
+}
+
+async fn member(
+    mut client: LobbyClient,
+    sender: Option<usize>,
+    window: usize,
+    shared: Arc<Shared>,
+) -> MemberResult {
+    let senders = shared.sent.len();
+    let mut result = MemberResult {
+        received: vec![0; senders],
+        order_violations: 0,
+        measured: 0,
+        quits: 0,
+        error: None,
+    };
+    let mut next_seq = vec![0u64; senders];
+    let mut sink = LatencySink::new(&shared.latencies);
+    let mut line = Vec::with_capacity(128);
+    let mut unreported = 0u64;
+    let mut unacked = 0usize;
+    let mut seq = 0u64;
+    let mut out = Vec::with_capacity(64 * window);
+    loop {
+        // A sender tops its window up whenever it has read all it was sent.
+        if let Some(k) = sender
+            && !shared.phase.stopping()
+            && unacked < window
+            && !client.reader.buffer().contains(&b'\n')
+        {
+            out.clear();
+            let now = shared.clock.nanos();
+            let count = window - unacked;
+            for _ in 0..count {
+                out.extend_from_slice(format!("s{k} {seq} {now}\n").as_bytes());
+                seq += 1;
+            }
+            shared.sent[k].fetch_add(count as u64, Ordering::SeqCst);
+            unacked = window;
+            if let Err(e) = client.writer.write_all(&out).await {
+                result.error = Some(e.to_string());
+                break;
+            }
+        }
+        if unreported > 0 && !client.reader.buffer().contains(&b'\n') {
+            shared.received.fetch_add(unreported, Ordering::SeqCst);
+            shared.progress.add(unreported);
+            unreported = 0;
+        }
+        line.clear();
+        let read = tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => break,
+            read = client.reader.read_until(b'\n', &mut line) => read,
+        };
+        match read {
+            Ok(0) => {
+                result.error = Some("server closed the connection".into());
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                result.error = Some(e.to_string());
+                break;
+            }
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        if let Some((k, s, ns)) = parse_msg(&line) {
+            if k >= senders {
+                continue;
+            }
+            if s != next_seq[k] {
+                result.order_violations += 1;
+            }
+            next_seq[k] = s + 1;
+            result.received[k] += 1;
+            unreported += 1;
+            if shared.phase.measuring() {
+                sink.record(shared.clock.nanos().saturating_sub(ns));
+                result.measured += 1;
+            }
+            if sender == Some(k) {
+                unacked = unacked.saturating_sub(1);
+            }
+        } else if line.starts_with(b"QUIT ") {
+            result.quits += 1;
+        }
+    }
+    if unreported > 0 {
+        shared.received.fetch_add(unreported, Ordering::SeqCst);
+    }
+    result
+}
