@@ -91,6 +91,10 @@ pub enum FrameError {
     Io(#[from] io::Error),
 }
 
+/// Less free room than this in the read buffer before a read, and the reader
+/// makes room for a whole initial buffer.
+const MIN_READ_ROOM: usize = 64;
+
 /// A read buffer that grew past this while holding a long line is replaced
 /// by a fresh small one once it is empty again.
 const MAX_IDLE_READ_BUFFER: usize = 1024;
@@ -121,6 +125,14 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
     type Item = Result<Inbound, FrameError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let initial_capacity = self.initial_capacity;
+        let buffer = self.frames.read_buffer_mut();
+        if buffer.capacity() - buffer.len() < MIN_READ_ROOM {
+            // Frames split off the buffer still share its allocation, and the
+            // framed reader only reserves one byte when it is full: without
+            // room made here, half the reads would fetch a single byte.
+            buffer.reserve(initial_capacity);
+        }
         let item = ready!(Pin::new(&mut self.frames).poll_next(cx));
         let limit = MAX_IDLE_READ_BUFFER.max(self.initial_capacity);
         if self.frames.read_buffer().is_empty() && self.frames.decoder().peak_capacity > limit {
@@ -238,14 +250,7 @@ impl Decoder for FrameDecoder {
         self.peak_capacity = self.peak_capacity.max(buf.capacity());
         Ok(match self.framing {
             Framing::Raw if buf.is_empty() => None,
-            Framing::Raw => {
-                let chunk = buf.split().freeze();
-                // The chunk still shares the buffer's allocation, and the
-                // framed reader only ever asks for one more byte: without room
-                // here, every later read would return a single byte.
-                buf.reserve(RAW_READ_SIZE);
-                Some(Inbound::Frame(chunk))
-            }
+            Framing::Raw => Some(Inbound::Frame(buf.split().freeze())),
             Framing::Lines { max_line } => self.decode_line(buf, max_line),
             Framing::LengthPrefixed { max_frame } => decode_length_prefixed(buf, max_frame)?,
         })
@@ -317,14 +322,52 @@ mod tests {
         assert_eq!(one_read, vec![Inbound::Oversized, frame("ok")]);
     }
 
+    /// Hands out one queued chunk per read and records how much room each
+    /// read was offered.
+    struct ChunkedReader {
+        chunks: std::collections::VecDeque<Vec<u8>>,
+        offered: Vec<usize>,
+    }
+
+    impl AsyncRead for ChunkedReader {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.offered.push(buf.remaining());
+            if let Some(mut chunk) = self.chunks.pop_front() {
+                let rest = chunk.split_off(chunk.len().min(buf.remaining()));
+                buf.put_slice(&chunk);
+                if !rest.is_empty() {
+                    self.chunks.push_front(rest);
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
     #[test]
-    fn raw_framing_keeps_room_for_a_whole_read_after_each_chunk() {
-        let mut decoder = FrameDecoder::new(Framing::Raw);
-        let mut buf = BytesMut::with_capacity(Framing::Raw.initial_read_capacity());
-        buf.extend_from_slice(&[7; RAW_READ_SIZE]);
-        let chunk = decoder.decode(&mut buf).expect("decoding never fails");
-        assert!(matches!(chunk, Some(Inbound::Frame(ref c)) if c.len() == RAW_READ_SIZE));
-        assert!(buf.capacity() >= RAW_READ_SIZE);
+    fn every_read_is_offered_real_room_while_frames_are_held() {
+        for framing in [Framing::Raw, Framing::Lines { max_line: 64 }] {
+            let chunks = (0..50).map(|i| format!("line number {i:04}\n").into_bytes());
+            let reader = ChunkedReader {
+                chunks: chunks.collect(),
+                offered: Vec::new(),
+            };
+            let mut frames = FrameReader::new(reader, framing);
+            // Holding every frame keeps the buffer's allocations shared.
+            let held: Vec<Inbound> = futures::executor::block_on_stream(&mut frames)
+                .map(|item| item.expect("in-memory reads never fail"))
+                .collect();
+            assert_eq!(held.len(), 50, "{framing:?}");
+            let offered = &frames.frames.get_ref().offered;
+            let smallest = offered.iter().min().copied().unwrap_or(0);
+            assert!(
+                smallest >= MIN_READ_ROOM,
+                "{framing:?}: a read was offered {smallest} bytes"
+            );
+        }
     }
 
     #[test]
