@@ -17,7 +17,7 @@
 //!   accept-error back-off.
 //! - `actors::session` — the [`Session`]: framing, the bounded outbound queue,
 //!   heartbeat and idle timers, and the messages between a session and its hub
-//!   ([`Opened`], [`Activity`], [`Closed`], [`Deliver`], [`Close`]).
+//!   ([`Opened`], [`Activity`], [`Closed`], [`Close`]).
 //! - `actors::registry` — the [`Registry`]: the lobby's sessions, nicks and
 //!   rooms, and [`Shutdown`].
 //! - `framing` — cutting a byte stream into raw chunks, bounded lines or
@@ -43,7 +43,7 @@ mod signal;
 pub use actors::listener::{Listener, StopAccepting};
 pub use actors::registry::{Registry, Shutdown};
 pub use actors::session::{
-    Activity, Close, Closed, Deliver, Opened, Session, SessionEvent, SessionEvents, SessionHandle,
+    Activity, Close, Closed, Opened, Session, SessionEvent, SessionEvents, SessionHandle,
     SessionId, SessionIds,
 };
 pub use config::{LobbyConfig, SessionConfig};

@@ -14,8 +14,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -58,11 +58,28 @@ impl SessionIds {
 // ---------------------------------------------------------------------------
 // Messages a session handles.
 
-/// Queue one frame for the peer. Send it through [`SessionHandle::send`],
-/// which does the queue accounting.
+/// Take the frames waiting in the session's inbox. [`SessionHandle::send`]
+/// sends it only when the inbox had nothing pending, so a burst of frames
+/// (a busy room's broadcasts) costs one message, not one per frame.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Bytes);
+struct TakeInbox;
+
+/// Frames handed to a session by its handles that it has not taken yet.
+#[derive(Default)]
+struct Inbox {
+    frames: Mutex<VecDeque<Bytes>>,
+    /// A `TakeInbox` is on its way; frames sent meanwhile ride along with it.
+    notified: AtomicBool,
+}
+
+impl Inbox {
+    fn frames(&self) -> MutexGuard<'_, VecDeque<Bytes>> {
+        // A push or a take cannot be interrupted half-way, so a poisoned lock
+        // still guards a whole queue.
+        self.frames.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// End the session: stop reading, write what is queued plus an optional
 /// farewell (bounded by the flush timeout when the reason flushes at all),
@@ -178,6 +195,7 @@ pub struct SessionHandle {
     /// One address rather than a recipient per message type: every clone of
     /// an address allocates, and the registry keeps a handle per session.
     session: Addr<Session>,
+    inbox: Arc<Inbox>,
 }
 
 impl fmt::Debug for SessionHandle {
@@ -198,7 +216,10 @@ impl SessionHandle {
     /// Frames sent after the session began closing are dropped, so a
     /// farewell stays the last thing the peer reads.
     pub fn send(&self, frame: Bytes) {
-        self.session.do_send(Deliver(frame));
+        self.inbox.frames().push_back(frame);
+        if !self.inbox.notified.swap(true, Ordering::AcqRel) {
+            self.session.do_send(TakeInbox);
+        }
     }
 
     /// Asks the session to end for `reason`, writing `farewell` last when the
@@ -222,6 +243,8 @@ pub struct Session {
     /// The write half; `None` while a wait for writability owns it (the
     /// peer's socket is full) and once the connection is being shut down.
     writer: Option<OwnedWriteHalf>,
+    /// Frames handles have sent and this session has not taken yet.
+    inbox: Arc<Inbox>,
     /// Frames the socket has not taken yet, oldest first.
     outbound: Outbound,
     /// A flush is spawned for the end of this turn, so a burst of deliveries
@@ -270,6 +293,7 @@ impl Session {
             hub,
             reader: Some(reader),
             writer: Some(writer),
+            inbox: Arc::default(),
             outbound: Outbound::default(),
             flush_scheduled: false,
             reading: None,
@@ -294,6 +318,18 @@ impl Session {
     fn end(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
         self.stop_reason.get_or_insert(reason);
         ctx.stop();
+    }
+
+    /// Moves the inbox's frames to the outbound queue. Once closing, frames
+    /// are dropped instead: the hub's `Close` came after everything it meant
+    /// to send, and a farewell must stay the last thing the peer reads.
+    fn take_inbox(&mut self) {
+        // Cleared before taking, so a frame sent after the take notifies anew.
+        self.inbox.notified.store(false, Ordering::Release);
+        let frames = std::mem::take(&mut *self.inbox.frames());
+        if self.closing.is_none() {
+            self.outbound.extend(frames);
+        }
     }
 
     /// Flushes at the end of this turn, after the rest of the mailbox: a
@@ -441,6 +477,7 @@ impl Actor for Session {
         let handle = SessionHandle {
             id: self.id,
             session: ctx.address(),
+            inbox: self.inbox.clone(),
         };
         self.hub.0.opened.do_send(Opened {
             session: handle,
@@ -501,16 +538,14 @@ impl StreamHandler<Result<Inbound, FrameError>> for Session {
     }
 }
 
-impl Handler<Deliver> for Session {
+impl Handler<TakeInbox> for Session {
     type Result = ();
 
-    fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: TakeInbox, ctx: &mut Self::Context) {
+        self.take_inbox();
         if self.closing.is_some() {
-            // The hub's `Close` came after everything it meant to send, and a
-            // farewell must stay the last thing the peer reads.
             return;
         }
-        self.outbound.push(frame);
         if self.writer.is_none() && self.outbound.len() > self.config.outbound_queue {
             // The socket is full and the peer is still not reading.
             return self.end(DisconnectReason::SlowConsumer, ctx);
@@ -530,6 +565,8 @@ impl Handler<Close> for Session {
         if !reason.flushes_output() {
             return self.end(reason, ctx);
         }
+        // Everything sent before this `Close` is owed to the peer.
+        self.take_inbox();
         self.closing = Some(reason);
         if let Some(reading) = self.reading.take() {
             ctx.cancel_future(reading);
@@ -564,6 +601,16 @@ impl Outbound {
 
     fn len(&self) -> usize {
         self.frames.len()
+    }
+
+    fn extend(&mut self, mut frames: VecDeque<Bytes>) {
+        frames.retain(|frame| !frame.is_empty());
+        if self.frames.is_empty() {
+            // The common case: take the sender's queue as it is, no copying.
+            self.frames = frames;
+        } else {
+            self.frames.extend(frames);
+        }
     }
 
     /// Writes queued frames with vectored writes until the queue is empty
