@@ -247,9 +247,6 @@ pub struct Session {
     inbox: Arc<Inbox>,
     /// Frames the socket has not taken yet, oldest first.
     outbound: Outbound,
-    /// A flush is spawned for the end of this turn, so a burst of deliveries
-    /// leaves in one vectored write.
-    flush_scheduled: bool,
     /// Cancels reading once the session is closing.
     reading: Option<SpawnHandle>,
     /// When the last complete inbound frame arrived.
@@ -295,7 +292,6 @@ impl Session {
             writer: Some(writer),
             inbox: Arc::default(),
             outbound: Outbound::default(),
-            flush_scheduled: false,
             reading: None,
             last_inbound: Instant::now(),
             silent_heartbeats: 0,
@@ -330,20 +326,6 @@ impl Session {
         if self.closing.is_none() {
             self.outbound.extend(frames);
         }
-    }
-
-    /// Flushes at the end of this turn, after the rest of the mailbox: a
-    /// burst of deliveries then costs one write, not one per frame.
-    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flush_scheduled || self.writer.is_none() {
-            // Already due, or waiting for writability, which flushes next.
-            return;
-        }
-        self.flush_scheduled = true;
-        ctx.spawn(fut::ready(()).map(|(), act: &mut Self, ctx| {
-            act.flush_scheduled = false;
-            act.flush(ctx);
-        }));
     }
 
     /// Writes what the socket takes now. If it takes everything, a closing
@@ -546,11 +528,17 @@ impl Handler<TakeInbox> for Session {
         if self.closing.is_some() {
             return;
         }
-        if self.writer.is_none() && self.outbound.len() > self.config.outbound_queue {
-            // The socket is full and the peer is still not reading.
-            return self.end(DisconnectReason::SlowConsumer, ctx);
+        if self.writer.is_none() {
+            if self.outbound.len() > self.config.outbound_queue {
+                // The socket is full and the peer is still not reading.
+                self.end(DisconnectReason::SlowConsumer, ctx);
+            }
+            // Otherwise the wait for writability flushes when it ends.
+            return;
         }
-        self.schedule_flush(ctx);
+        // The inbox held the whole burst sent since the last take: it leaves
+        // in one vectored write.
+        self.flush(ctx);
     }
 }
 
