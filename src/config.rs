@@ -20,6 +20,11 @@ pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 /// How long a closing session may spend writing what it still owes the peer.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// One session thread per core.
+pub fn default_session_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get())
+}
+
 /// Everything one session needs to know about its limits.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -74,6 +79,8 @@ pub struct LobbyConfig {
     pub max_per_ip: Option<usize>,
     /// Inbound lines per session per second; `None` for no limit.
     pub max_msgs_per_sec: Option<NonZeroU32>,
+    /// Threads that sessions run on (the registry shares the first).
+    pub session_threads: usize,
 }
 
 impl Default for LobbyConfig {
@@ -87,6 +94,7 @@ impl Default for LobbyConfig {
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             max_per_ip: None,
             max_msgs_per_sec: None,
+            session_threads: default_session_threads(),
         }
     }
 }

@@ -57,6 +57,9 @@ struct Args {
     /// Inbound lines per session per second, burst of the same size (0 = no limit)
     #[arg(long, default_value_t = 0)]
     max_msgs_per_sec: u32,
+    /// Threads that sessions run on (default: one per core)
+    #[arg(long, default_value_t = config::default_session_threads(), value_parser = at_least_one)]
+    session_threads: usize,
 }
 
 /// Parses a count that must be at least 1 (a limit of zero would refuse everything).
@@ -79,6 +82,7 @@ impl Args {
             outbound_queue: self.outbound_queue,
             max_per_ip: (self.max_per_ip > 0).then_some(self.max_per_ip),
             max_msgs_per_sec: NonZeroU32::new(self.max_msgs_per_sec),
+            session_threads: self.session_threads,
         }
     }
 }

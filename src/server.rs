@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix_rt::{Arbiter, ArbiterHandle};
 use log::{info, warn};
 use tokio::net::TcpListener;
 
@@ -24,6 +25,14 @@ pub struct LobbyServer {
     registry: Addr<Registry>,
     listener: Addr<Listener>,
     local_addr: SocketAddr,
+}
+
+/// The arbiters sessions run on: the current one plus `threads - 1` new
+/// ones. The registry stays on the current arbiter.
+fn session_arbiters(threads: usize) -> Vec<ArbiterHandle> {
+    let mut arbiters = vec![Arbiter::current()];
+    arbiters.extend((1..threads).map(|_| Arbiter::new().handle()));
+    arbiters
 }
 
 impl LobbyServer {
@@ -50,6 +59,7 @@ impl LobbyServer {
             SessionEvents::to_actor(&registry),
         )
         .with_limiter(limiter, Some(server_full.to_line()))
+        .with_arbiters(session_arbiters(config.session_threads))
         .start();
         Ok(LobbyServer {
             registry,

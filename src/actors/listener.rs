@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix_rt::ArbiterHandle;
 use bytes::Bytes;
 use futures::Stream;
 use log::{debug, info, warn};
@@ -46,6 +47,10 @@ pub struct Listener {
     ids: SessionIds,
     /// Written to a peer refused by the limiter before it is closed.
     refusal: Option<Bytes>,
+    /// Arbiters that sessions are spread over, round-robin; empty means the
+    /// listener's own.
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
 }
 
 impl Listener {
@@ -67,6 +72,8 @@ impl Listener {
             limiter: None,
             ids: SessionIds::default(),
             refusal: None,
+            arbiters: Vec::new(),
+            next_arbiter: 0,
         }
     }
 
@@ -75,6 +82,15 @@ impl Listener {
     pub fn with_limiter(mut self, limiter: ConnectionLimiter, refusal: Option<Bytes>) -> Self {
         self.limiter = Some(limiter);
         self.refusal = refusal;
+        self
+    }
+
+    /// Starts sessions on these arbiters in turn (each runs on its own
+    /// thread), so sessions' socket work uses more than one core. A room's
+    /// events stay in one order: the hub sequences them, and each session
+    /// writes what it is sent in order.
+    pub fn with_arbiters(mut self, arbiters: Vec<ArbiterHandle>) -> Self {
+        self.arbiters = arbiters;
         self
     }
 
@@ -135,7 +151,26 @@ impl StreamHandler<(TcpStream, SocketAddr)> for Listener {
         let id = self.ids.next_id();
         let config = self.config.clone();
         let hub = self.hub.clone();
-        Session::create(move |_| Session::new(id, stream, peer, config, hub, permit));
+        let Some(arbiter) = self.arbiters.get(self.next_arbiter) else {
+            Session::create(move |_| Session::new(id, stream, peer, config, hub, permit));
+            return;
+        };
+        self.next_arbiter = (self.next_arbiter + 1) % self.arbiters.len();
+        // A socket belongs to the reactor it was registered with: hand it
+        // over unregistered, and register it on the session's own thread.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => return warn!("cannot hand over {peer}: {error}"),
+        };
+        let started = arbiter.spawn_fn(move || match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                Session::create(move |_| Session::new(id, stream, peer, config, hub, permit));
+            }
+            Err(error) => warn!("cannot register {peer}: {error}"),
+        });
+        if !started {
+            warn!("session arbiter is gone; {peer} dropped");
+        }
     }
 }
 
