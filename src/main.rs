@@ -57,8 +57,8 @@ struct Args {
     /// Inbound lines per session per second, burst of the same size (0 = no limit)
     #[arg(long, default_value_t = 0)]
     max_msgs_per_sec: u32,
-    /// Threads that sessions run on (default: one per core)
-    #[arg(long, default_value_t = config::default_session_threads(), value_parser = at_least_one)]
+    /// Threads that sessions run on; the registry shares the first
+    #[arg(long, default_value_t = config::DEFAULT_SESSION_THREADS, value_parser = at_least_one)]
     session_threads: usize,
 }
 
