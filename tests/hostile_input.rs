@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use switchboard::protocol::{Command, ErrorCode, Rejection, decode_text, parse_line};
-use switchboard::{FrameDecoder, Framing, Inbound};
+use switchboard::{FrameDecoder, FrameError, Framing, Inbound};
 use tokio_util::codec::Decoder;
 
 /// Cases for the cheap decoder properties.
@@ -428,6 +428,61 @@ proptest! {
         prop_assert_eq!(&joined, &input);
         // One frame per non-empty read: each read is one `recv`.
         prop_assert_eq!(items.len(), reads.iter().filter(|r| !r.is_empty()).count());
+    }
+}
+
+proptest! {
+    #![proptest_config(config(CASES_DECODER))]
+
+    /// Length-prefixed frames round-trip through `Framing::encode` whatever
+    /// the reads; a partial frame at the end is dropped; and arbitrary bytes
+    /// either decode or stop with `TooLarge`, never a panic.
+    #[test]
+    fn length_prefixed_frames_round_trip_and_refuse_what_is_too_large(
+        payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..12),
+        cut_tail in 0usize..4,
+        cuts in cuts(),
+        garbage in hostile_bytes(256),
+    ) {
+        let framing = Framing::LengthPrefixed { max_frame: 32 };
+        let mut wire: Vec<u8> = payloads.iter().flat_map(|p| framing.encode(p).to_vec()).collect();
+        wire.extend_from_slice(&framing.encode(b"tail")[..cut_tail]);
+        let mut decoder = FrameDecoder::new(framing);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        let mut too_large = None;
+        'reads: for read in split_at_cuts(&wire, &cuts) {
+            buf.extend_from_slice(read);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(Inbound::Frame(frame))) => frames.push(frame.to_vec()),
+                    Ok(Some(Inbound::Oversized)) => prop_assert!(false, "lengths are never Oversized"),
+                    Ok(None) => break,
+                    Err(FrameError::TooLarge { declared, max }) => {
+                        too_large = Some((declared, max));
+                        break 'reads;
+                    }
+                    Err(FrameError::Io(error)) => prop_assert!(false, "no I/O here: {error}"),
+                }
+            }
+        }
+        let expected: Vec<Vec<u8>> = payloads.iter().filter(|p| p.len() <= 32).cloned().collect();
+        match payloads.iter().position(|p| p.len() > 32) {
+            // Frames before the first oversized one arrive; then the stream stops.
+            Some(first_too_large) => {
+                prop_assert_eq!(&frames[..], &payloads[..first_too_large]);
+                prop_assert_eq!(too_large, Some((payloads[first_too_large].len(), 32)));
+            }
+            None => {
+                prop_assert_eq!(&frames, &expected);
+                prop_assert_eq!(too_large, None);
+                prop_assert!(decoder.decode_eof(&mut buf).expect("no error").is_none());
+            }
+        }
+        // Garbage never panics: it decodes or is refused.
+        let mut buf = BytesMut::from(&garbage[..]);
+        let mut decoder = FrameDecoder::new(framing);
+        while let Ok(Some(_)) = decoder.decode(&mut buf) {}
     }
 }
 
