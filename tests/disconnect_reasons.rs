@@ -18,10 +18,7 @@ fn half_closed_peer_is_quit_closed_and_leaves_the_registry() {
     let mut alice = server.named("alice");
     let mut carol = server.named("carol");
     alice.join("lobby");
-    carol.send("/join lobby");
-    carol.expect("JOIN lobby carol");
-    carol.expect("WHO lobby alice carol");
-    alice.expect("JOIN lobby carol");
+    carol.join_with("lobby", &mut alice);
 
     carol.shutdown_write();
     // Nothing was owed to carol, so her connection just ends.
@@ -87,10 +84,7 @@ fn reset_peer_is_quit_reset_and_leaves_the_registry() {
     let mut alice = server.named("alice");
     let mut mallory = server.named("mallory");
     alice.join("lobby");
-    mallory.send("/join lobby");
-    mallory.expect("JOIN lobby mallory");
-    mallory.expect("WHO lobby alice mallory");
-    alice.expect("JOIN lobby mallory");
+    mallory.join_with("lobby", &mut alice);
 
     mallory.reset();
     alice.expect("QUIT lobby mallory reset");

@@ -2,13 +2,11 @@
 //! `--max-msgs-per-sec` and `--room-capacity`.
 
 mod common;
-mod raw_peer;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use common::{Client, Server};
-use raw_peer::RawPeer;
 
 /// Connects and asserts the server refuses: `ERR server-full …`, then EOF.
 #[track_caller]
@@ -52,7 +50,7 @@ fn max_per_ip_refuses_a_third_peer_from_one_address_but_not_another() {
     assert_refused(&server);
 
     let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-    let mut elsewhere = RawPeer::connect_from(other, server.addr);
+    let mut elsewhere = Client::connect_from(other, server.addr);
     elsewhere.welcome_as("elsewhere");
     elsewhere.send("/ping from-127-0-0-2");
     elsewhere.expect("PONG from-127-0-0-2");
@@ -62,7 +60,7 @@ fn max_per_ip_refuses_a_third_peer_from_one_address_but_not_another() {
         "the client really connected from {other}"
     );
     // 127.0.0.2 has one session, so it may have a second one.
-    let mut elsewhere_too = RawPeer::connect_from(other, server.addr);
+    let mut elsewhere_too = Client::connect_from(other, server.addr);
     elsewhere_too.welcome();
     // 127.0.0.1 is still full until one of its sessions ends.
     first.expect_nothing_pending();
@@ -120,15 +118,9 @@ fn room_capacity_refuses_the_third_joiner_who_stays_where_it_was() {
     let mut cat = server.named("cat");
     let mut dan = server.named("dan");
     ann.join("den");
-    ben.send("/join den");
-    ben.expect("JOIN den ben");
-    ben.expect("WHO den ann ben");
-    ann.expect("JOIN den ben");
+    ben.join_with("den", &mut ann);
     cat.join("hall");
-    dan.send("/join hall");
-    dan.expect("JOIN hall dan");
-    dan.expect("WHO hall cat dan");
-    cat.expect("JOIN hall dan");
+    dan.join_with("hall", &mut cat);
 
     cat.send("/join den");
     cat.expect_err("room-full");

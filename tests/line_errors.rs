@@ -28,26 +28,14 @@ fn expect_nothing_pending_short(client: &mut Client, token: &str) {
 /// fits in 10 bytes) both in room `r`.
 fn short_line_pair() -> (Server, Client, Client) {
     let server = Server::start(&["--max-line", MAX_LINE]);
-    let mut al = server.named("al");
-    let mut bo = server.named("bo");
-    al.join("r");
-    bo.send("/join r");
-    bo.expect("JOIN r bo");
-    bo.expect("WHO r al bo");
-    al.expect("JOIN r bo");
+    let (al, bo) = server.pair("al", "bo", "r");
     (server, al, bo)
 }
 
 /// Two clients `alice` and `bob` in room `lobby` on a default server.
 fn default_pair() -> (Server, Client, Client) {
     let server = Server::start(&[]);
-    let mut alice = server.named("alice");
-    let mut bob = server.named("bob");
-    alice.join("lobby");
-    bob.send("/join lobby");
-    bob.expect("JOIN lobby bob");
-    bob.expect("WHO lobby alice bob");
-    alice.expect("JOIN lobby bob");
+    let (alice, bob) = server.pair("alice", "bob", "lobby");
     (server, alice, bob)
 }
 
@@ -335,10 +323,7 @@ fn random_binary_garbage_from_one_peer_disturbs_nobody_else() {
     before.expect_nothing_pending();
     // ...and one that arrives afterwards chats with it normally.
     let mut after = server.named("after");
-    after.send("/join lobby");
-    after.expect("JOIN lobby after");
-    after.expect("WHO lobby before after");
-    before.expect("JOIN lobby after");
+    after.join_with("lobby", &mut before);
     after.send("still standing?");
     after.expect("MSG lobby after still standing?");
     before.expect("MSG lobby after still standing?");

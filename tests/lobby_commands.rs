@@ -26,14 +26,7 @@ fn connect_checking_welcome(server: &Server) -> Client {
 /// `alice` and `bob` (in that join order) in `room`, with every announcement
 /// of their arrival consumed.
 fn pair_in_room(server: &Server, room: &str) -> (Client, Client) {
-    let mut alice = server.named("alice");
-    let mut bob = server.named("bob");
-    alice.join(room);
-    bob.send(&format!("/join {room}"));
-    bob.expect(&format!("JOIN {room} bob"));
-    bob.expect(&format!("WHO {room} alice bob"));
-    alice.expect(&format!("JOIN {room} bob"));
-    (alice, bob)
+    server.pair("alice", "bob", room)
 }
 
 // ---------------------------------------------------------------------------
@@ -527,10 +520,7 @@ fn rooms_are_sorted_by_byte_order_with_member_counts() {
     let mut u = server.named("u");
     let mut n = server.named("n");
     a1.join("a");
-    a2.send("/join a");
-    a2.expect("JOIN a a2");
-    a2.expect("WHO a a1 a2");
-    a1.expect("JOIN a a2");
+    a2.join_with("a", &mut a1);
     b.join("B");
     u.join("_z");
     n.join("9");

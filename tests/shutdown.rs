@@ -2,14 +2,12 @@
 //! address is taken.
 
 mod common;
-mod raw_peer;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Client, Server};
-use raw_peer::RawPeer;
 
 /// The server flushes for at most a few seconds (SPEC §2); allow for a busy
 /// machine on top.
@@ -115,11 +113,9 @@ fn shutdown_is_bounded_when_a_peer_never_reads() {
     // so the server is stuck flushing to it when the signal arrives.
     const LINES: usize = 100;
     let mut server = Server::start(&["--max-line", "65536"]);
-    let mut sloth = RawPeer::connect_with_rcvbuf(server.addr, 4096);
+    let mut sloth = Client::connect_with_rcvbuf(server.addr, 4096);
     sloth.welcome_as("sloth");
-    sloth.send("/join den");
-    sloth.expect("JOIN den sloth");
-    sloth.expect("WHO den sloth");
+    sloth.join_alone("den");
     let mut talker = server.named("talker");
     talker.join("den");
     let text = "z".repeat(60_000);

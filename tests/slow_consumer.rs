@@ -3,14 +3,12 @@
 //! carries on.
 
 mod common;
-mod raw_peer;
 
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Client, READ_TIMEOUT, Server};
-use raw_peer::RawPeer;
 
 /// Chat lines carry a 6-digit sequence number and padding, 1000 bytes in all.
 const LINE_BYTES: usize = 1000;
@@ -77,11 +75,9 @@ fn member_that_never_reads_is_dropped_and_the_room_carries_on() {
 
     // A small receive buffer, set before connecting, keeps the window small
     // so the server's queue for this member fills sooner.
-    let mut sloth = RawPeer::connect_with_rcvbuf(server.addr, 4096);
+    let mut sloth = Client::connect_with_rcvbuf(server.addr, 4096);
     sloth.welcome_as("sloth");
-    sloth.send("/join den");
-    sloth.expect("JOIN den sloth");
-    sloth.expect("WHO den sloth");
+    sloth.join_alone("den");
     let mut watcher = server.named("watcher");
     watcher.send("/join den");
     watcher.expect("JOIN den watcher");

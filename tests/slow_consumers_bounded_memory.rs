@@ -3,15 +3,13 @@
 //! and the server's memory stays flat while the flood goes on.
 
 mod common;
-mod raw_peer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Server;
-use raw_peer::RawPeer;
+use common::{Client, Server};
 
 const NON_READERS: usize = 100;
 const OUTBOUND_QUEUE: usize = 64;
@@ -48,10 +46,10 @@ fn non_reading_members_are_dropped_and_memory_stays_within_their_queues() {
 
     let mut non_readers = Vec::with_capacity(NON_READERS);
     for _ in 0..NON_READERS {
-        let mut peer = RawPeer::connect_with_rcvbuf(server.addr, 4096);
-        let id = peer.welcome();
+        let mut peer = Client::connect_with_rcvbuf(server.addr, 4096);
+        peer.welcome();
         peer.send("/join flood");
-        flooder.expect(&format!("JOIN flood guest{id}"));
+        flooder.expect(&format!("JOIN flood guest{}", peer.id));
         non_readers.push(peer);
     }
     flooder.expect_nothing_pending();

@@ -2,13 +2,15 @@
 //! talk to it over real sockets, synchronising only on reads with timeouts.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// How long any single expected line may take to arrive. Generous, because
 /// the suite must pass on a busy 2-core machine; a passing test never waits it.
@@ -85,12 +87,19 @@ impl Server {
 
     /// Connects a client, reads its `WELCOME`, and sets its nick.
     pub fn named(&self, nick: &str) -> Client {
-        let mut client = self.client();
-        let old = client.nick.clone();
-        client.send(&format!("/nick {nick}"));
-        client.expect(&format!("NICK {old} {nick}"));
-        client.nick = nick.to_owned();
+        let mut client = Client::connect(self.addr);
+        client.welcome_as(nick);
         client
+    }
+
+    /// Two named clients in `room`, `first` joining before `second`, with
+    /// every announcement of their arrival consumed.
+    pub fn pair(&self, first: &str, second: &str, room: &str) -> (Client, Client) {
+        let mut first = self.named(first);
+        let mut second = self.named(second);
+        first.join(room);
+        second.join_with(room, &mut first);
+        (first, second)
     }
 
     /// Sends a signal to the server process.
@@ -147,6 +156,38 @@ impl Client {
     /// Connects without reading anything.
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Self::from_stream(stream)
+    }
+
+    /// Connects to `addr` from the local address `from` (port chosen by the
+    /// kernel), e.g. `127.0.0.2`, without reading anything.
+    pub fn connect_from(from: IpAddr, addr: SocketAddr) -> Client {
+        let socket = new_socket(addr);
+        socket
+            .bind(&SockAddr::from(SocketAddr::new(from, 0)))
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        Self::connect_socket(socket, addr)
+    }
+
+    /// Connects to `addr` with `SO_RCVBUF` set to `bytes` before connecting,
+    /// so the advertised window stays small; reads nothing.
+    pub fn connect_with_rcvbuf(addr: SocketAddr, bytes: usize) -> Client {
+        let socket = new_socket(addr);
+        socket
+            .set_recv_buffer_size(bytes)
+            .unwrap_or_else(|e| panic!("SO_RCVBUF {bytes}: {e}"));
+        Self::connect_socket(socket, addr)
+    }
+
+    /// Connects a socket configured beforehand.
+    fn connect_socket(socket: Socket, addr: SocketAddr) -> Client {
+        socket
+            .connect_timeout(&SockAddr::from(addr), READ_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Self::from_stream(socket.into())
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
@@ -159,6 +200,7 @@ impl Client {
     }
 
     /// Reads `WELCOME <id> <nick>` and remembers both.
+    #[track_caller]
     pub fn welcome(&mut self) {
         let line = self.line();
         let parts: Vec<&str> = line.split(' ').collect();
@@ -168,6 +210,16 @@ impl Client {
         assert!(self.id > 0);
         assert_eq!(parts[2], format!("guest{}", self.id));
         self.nick = parts[2].to_owned();
+    }
+
+    /// Reads the welcome, then takes `nick`.
+    #[track_caller]
+    pub fn welcome_as(&mut self, nick: &str) {
+        self.welcome();
+        let old = self.nick.clone();
+        self.send(&format!("/nick {nick}"));
+        self.expect(&format!("NICK {old} {nick}"));
+        self.nick = nick.to_owned();
     }
 
     /// Sends `line` followed by `\n`.
@@ -180,6 +232,7 @@ impl Client {
     }
 
     /// The next line, without its `\n`; panics on timeout or EOF.
+    #[track_caller]
     pub fn line(&mut self) -> String {
         let mut buf = Vec::new();
         match self.reader.read_until(b'\n', &mut buf) {
@@ -239,11 +292,56 @@ impl Client {
         }
     }
 
+    /// Reads and discards whatever is left until the connection ends, which
+    /// must happen within `within` and `max_bytes`. Returns the byte count.
+    /// A reset counts as an end (the server may close with data unread).
+    #[track_caller]
+    pub fn drain_to_end(&mut self, within: Duration, max_bytes: usize) -> usize {
+        let deadline = Instant::now() + within;
+        let mut total = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "connection still open after {within:?} ({total} bytes read)"
+            );
+            assert!(
+                total <= max_bytes,
+                "connection still open after {total} bytes"
+            );
+            match self.reader.read(&mut buf) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return total,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => panic!("connection neither closed nor readable: {e}"),
+            }
+        }
+    }
+
     /// Joins `room` and consumes this client's own `JOIN` and `WHO`.
     pub fn join(&mut self, room: &str) -> String {
         self.send(&format!("/join {room}"));
         self.expect(&format!("JOIN {room} {}", self.nick));
         self.expect_prefix(&format!("WHO {room}"))
+    }
+
+    /// Joins `room`, where this client must then be the only member:
+    /// `JOIN` and exactly `WHO <room> <nick>`.
+    #[track_caller]
+    pub fn join_alone(&mut self, room: &str) {
+        let who = self.join(room);
+        assert_eq!(who, format!("WHO {room} {}", self.nick));
+    }
+
+    /// Joins `room`, where `first` is the only member so far: reads this
+    /// client's `JOIN` and `WHO <room> <first> <self>`, and `first`'s `JOIN`.
+    #[track_caller]
+    pub fn join_with(&mut self, room: &str, first: &mut Client) {
+        self.send(&format!("/join {room}"));
+        self.expect(&format!("JOIN {room} {}", self.nick));
+        self.expect(&format!("WHO {room} {} {}", first.nick, self.nick));
+        first.expect(&format!("JOIN {room} {}", self.nick));
     }
 
     /// Half-closes: no more writes from this side.
@@ -258,4 +356,9 @@ impl Client {
         drop(self.reader);
         drop(self.stream);
     }
+}
+
+fn new_socket(addr: SocketAddr) -> Socket {
+    Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .expect("create a TCP socket")
 }
