@@ -259,7 +259,7 @@ pub struct Session {
     /// Boxed: most sessions have no rate limit, and every session pays for
     /// the size of this struct.
     rate_limit: Option<Box<TokenBucket>>,
-    /// Set by `Close` (or end of a flushing path): we are writing what is owed.
+    /// Set by `Close`: the session writes what it owes, then closes.
     closing: Option<DisconnectReason>,
     /// The first cause of the end; reported once from `stopped()`.
     stop_reason: Option<DisconnectReason>,
