@@ -32,6 +32,16 @@ pub struct ConnectOpts {
     pub recv_buffer: Option<u32>,
 }
 
+impl ConnectOpts {
+    /// The options of client socket number `index`: its [`source_ip`].
+    pub fn from_index(index: u64) -> ConnectOpts {
+        ConnectOpts {
+            source: Some(source_ip(index)),
+            ..ConnectOpts::default()
+        }
+    }
+}
+
 /// Connects to `addr` with `opts`, `TCP_NODELAY` on, within [`IO_TIMEOUT`].
 pub async fn connect(addr: SocketAddr, opts: ConnectOpts) -> io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;

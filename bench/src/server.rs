@@ -224,14 +224,7 @@ impl ServerProc {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill
-        // the child if this bench dies without running its destructors.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        kill_with_parent(&mut command);
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
@@ -301,5 +294,18 @@ impl Drop for ServerProc {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+/// Has the kernel kill the child `command` starts should this bench die
+/// without running its destructors.
+pub fn kill_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; it only sets the child's parent
+    // death signal.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
 }

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
+use super::harness;
 use super::{LobbyClient, Scenario, report_errors, secs};
 use crate::net::{self, ConnectOpts};
 use crate::procfs::{self, CpuMark};
 use crate::progress::Progress;
 use crate::report::Outcome;
-use crate::server::{ServerProc, Service, Target};
+use crate::server::{ServerProc, Service};
 use crate::{BenchResult, Common, RunCtx};
 
 #[derive(Debug, Clone, Args)]
@@ -57,10 +58,6 @@ impl Scenario for ChurnArgs {
         Service::Lobby
     }
 
-    fn server_args(&self, _: Target) -> Vec<String> {
-        Vec::new()
-    }
-
     fn params(&self) -> serde_json::Value {
         json!({"cycles": self.cycles, "concurrency": self.concurrency, "rooms": self.rooms,
                "duration": self.duration, "client_threads": self.common.client_threads})
@@ -71,19 +68,15 @@ impl Scenario for ChurnArgs {
     }
 
     fn run(&self, server: &mut ServerProc, ctx: &RunCtx) -> BenchResult<Outcome> {
-        let runtime = ctx.runtime()?;
-        let (progress, _guard) = Progress::start(ctx.label.clone(), "cycles", ctx.quiet);
-        runtime.block_on(self.run_async(server.addr, server.pid, progress))
+        harness::drive(server, ctx, "cycles", |addr, pid, progress| {
+            self.run_async(addr, pid, progress)
+        })
     }
 }
 
 /// One cycle; the stream is dropped (closed) before it returns.
 async fn cycle(addr: SocketAddr, i: u64, rooms: u64) -> std::io::Result<()> {
-    let opts = ConnectOpts {
-        source: Some(net::source_ip(i)),
-        ..ConnectOpts::default()
-    };
-    let mut client = LobbyClient::connect(addr, opts).await?;
+    let mut client = LobbyClient::connect(addr, ConnectOpts::from_index(i)).await?;
     // Other clients' JOIN and QUIT lines for the same room may come first.
     client.join(&format!("c{}", i % rooms), 10_000).await?;
     if i % 2 == 1 {
@@ -163,11 +156,7 @@ impl ChurnArgs {
         let mut outcome = Outcome::default();
         outcome.fig("cycles/s", "1/s", done as f64 / span.wall_secs);
         outcome.fig("cycles completed", "count", done as f64);
-        outcome.fig("server CPU per cycle", "µs", span.server_us_per(done));
-        outcome.fig("server CPU", "%", span.server_pct());
-        outcome.fig("generator CPU", "%", span.client_pct());
-        outcome.fig("softirq CPU (loopback TCP)", "%", span.irq_pct());
-        outcome.fig("other processes CPU (noise)", "%", span.other_pct());
+        harness::cpu_figs(&mut outcome, &span, "cycle", done);
         outcome.fig("leaked rooms", "count", rooms.len() as f64);
         outcome.fig("time until no rooms", "s", settle_secs);
         outcome.fig("RSS before", "KiB", rss_before as f64);

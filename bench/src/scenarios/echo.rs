@@ -9,18 +9,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Scenario, report_errors, secs};
+use super::Scenario;
+use super::harness::{self, Meter, Tally, Timing};
 use crate::net::{self, ConnectOpts};
-use crate::procfs::CpuMark;
 use crate::progress::Progress;
 use crate::report::Outcome;
-use crate::server::{ServerProc, Service, Target};
-use crate::stats::{self, Latencies, LatencySink, Phase};
+use crate::server::{ServerProc, Service};
+use crate::stats::LatencySink;
 use crate::{BenchResult, Common, RunCtx};
 
 #[derive(Debug, Clone, Args)]
@@ -34,12 +33,8 @@ pub struct EchoArgs {
     /// Bytes per message
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub size: u32,
-    /// Measured seconds
-    #[arg(long, default_value_t = 5.0)]
-    pub duration: f64,
-    /// Seconds of load before measuring
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
+    #[command(flatten)]
+    pub timing: Timing,
     #[command(flatten)]
     pub common: Common,
 }
@@ -52,7 +47,7 @@ impl Scenario for EchoArgs {
     fn describe(&self) -> String {
         format!(
             "raw echo, {} conns, window {}, {} B messages, {} s measured after {} s warm-up",
-            self.conns, self.window, self.size, self.duration, self.warmup
+            self.conns, self.window, self.size, self.timing.duration, self.timing.warmup
         )
     }
 
@@ -60,13 +55,9 @@ impl Scenario for EchoArgs {
         Service::Echo
     }
 
-    fn server_args(&self, _: Target) -> Vec<String> {
-        Vec::new()
-    }
-
     fn params(&self) -> serde_json::Value {
         json!({"conns": self.conns, "window": self.window, "size": self.size,
-               "duration": self.duration, "warmup": self.warmup,
+               "duration": self.timing.duration, "warmup": self.timing.warmup,
                "client_threads": self.common.client_threads})
     }
 
@@ -75,15 +66,10 @@ impl Scenario for EchoArgs {
     }
 
     fn run(&self, server: &mut ServerProc, ctx: &RunCtx) -> BenchResult<Outcome> {
-        let runtime = ctx.runtime()?;
-        let (progress, _guard) = Progress::start(ctx.label.clone(), "msgs", ctx.quiet);
-        runtime.block_on(self.run_async(server.addr, server.pid, progress))
+        harness::drive(server, ctx, "msgs", |addr, pid, progress| {
+            self.run_async(addr, pid, progress)
+        })
     }
-}
-
-struct ConnResult {
-    messages: u64,
-    error: Option<String>,
 }
 
 impl EchoArgs {
@@ -93,88 +79,43 @@ impl EchoArgs {
         pid: u32,
         progress: Progress,
     ) -> BenchResult<Outcome> {
-        let streams: Vec<_> = futures::stream::iter(0..self.conns as u64)
-            .map(|i| {
-                net::connect_retry(
-                    addr,
-                    ConnectOpts {
-                        source: Some(net::source_ip(i)),
-                        ..ConnectOpts::default()
-                    },
-                )
-            })
-            .buffered(64)
-            .collect()
-            .await;
-        let phase = Phase::new();
-        let latencies = stats::new_latencies();
-        let mut tasks = Vec::new();
-        for stream in streams {
-            tasks.push(tokio::spawn(echo_conn(
-                stream?,
-                self.size as usize,
-                self.window as usize,
-                phase.clone(),
-                latencies.clone(),
-                progress.clone(),
-            )));
-        }
-        tokio::time::sleep(secs(self.warmup)).await;
-        phase.set(stats::MEASURE);
-        let start = CpuMark::now(pid);
-        tokio::time::sleep(secs(self.duration)).await;
-        let end = CpuMark::now(pid);
-        phase.set(stats::STOP);
-        let span = start.until(&end);
-
-        let mut messages = 0;
-        let mut errors = Vec::new();
-        for task in tasks {
-            match tokio::time::timeout(Duration::from_secs(15), task).await {
-                Ok(Ok(result)) => {
-                    messages += result.messages;
-                    errors.extend(result.error);
-                }
-                Ok(Err(error)) => errors.push(error.to_string()),
-                Err(_) => errors.push("connection task did not stop".into()),
-            }
-        }
+        let streams = harness::open_all(u64::from(self.conns), 64, |i| {
+            net::connect_retry(addr, ConnectOpts::from_index(i))
+        })
+        .await;
+        let (size, window) = (self.size as usize, self.window as usize);
+        let run = harness::round_trips(
+            streams,
+            &self.timing,
+            pid,
+            progress,
+            "connection",
+            |stream, meter| echo_conn(stream, size, window, meter),
+        )
+        .await?;
         let mut outcome = Outcome::default();
-        let rate = messages as f64 / span.wall_secs;
+        let rate = run.rate();
         outcome.fig("msgs/s", "1/s", rate);
         outcome.fig(
             "MB/s (payload, each way)",
             "MB/s",
             rate * f64::from(self.size) / 1e6,
         );
-        let [p50, p99, p999, max] = stats::percentiles_us(&latencies);
-        outcome.fig("latency p50", "µs", p50);
-        outcome.fig("latency p99", "µs", p99);
-        outcome.fig("latency p99.9", "µs", p999);
-        outcome.fig("latency max", "µs", max);
-        outcome.fig("server CPU per msg", "µs", span.server_us_per(messages));
-        outcome.fig("server CPU", "%", span.server_pct());
-        outcome.fig("generator CPU", "%", span.client_pct());
-        outcome.fig("softirq CPU (loopback TCP)", "%", span.irq_pct());
-        outcome.fig("other processes CPU (noise)", "%", span.other_pct());
-        report_errors(&mut outcome, "connection errors", &errors);
-        outcome.check(
+        Ok(run.finish(
+            outcome,
+            "connection errors",
             "every connection kept echoing",
-            errors.is_empty(),
-            format!("{} of {} failed", errors.len(), self.conns),
-        );
-        Ok(outcome)
+            self.conns,
+        ))
     }
 }
 
-async fn echo_conn(
-    mut stream: TcpStream,
-    size: usize,
-    window: usize,
-    phase: Phase,
-    latencies: Latencies,
-    progress: Progress,
-) -> ConnResult {
+async fn echo_conn(mut stream: TcpStream, size: usize, window: usize, meter: Meter) -> Tally {
+    let Meter {
+        phase,
+        latencies,
+        progress,
+    } = meter;
     let payload = vec![b'x'; size * window];
     let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(window);
     let mut buf = vec![0u8; (size * window).max(4096)];
@@ -184,7 +125,7 @@ async fn echo_conn(
     let mut error = None;
     let now = Instant::now();
     if let Err(e) = stream.write_all(&payload).await {
-        return ConnResult {
+        return Tally {
             messages,
             error: Some(e.to_string()),
         };
@@ -234,5 +175,5 @@ async fn echo_conn(
             in_flight.extend(std::iter::repeat_n(Instant::now(), done));
         }
     }
-    ConnResult { messages, error }
+    Tally { messages, error }
 }

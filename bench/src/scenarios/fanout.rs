@@ -14,14 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use super::harness::{self, Timing};
 use super::{LobbyClient, Scenario, report_errors, secs};
-use crate::net::{self, ConnectOpts};
-use crate::procfs::CpuMark;
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::server::{ServerProc, Service, Target};
@@ -44,12 +42,8 @@ pub struct FanoutArgs {
     /// Switchboard's --outbound-queue (and the baseline's)
     #[arg(long, default_value_t = 1024)]
     pub outbound_queue: u32,
-    /// Measured seconds
-    #[arg(long, default_value_t = 5.0)]
-    pub duration: f64,
-    /// Seconds of load before measuring
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
+    #[command(flatten)]
+    pub timing: Timing,
     /// Longest wait, after the senders stop, for every line to be delivered
     #[arg(long, default_value_t = 20.0)]
     pub drain: f64,
@@ -69,8 +63,8 @@ impl Scenario for FanoutArgs {
             self.senders.min(self.members),
             self.window,
             self.outbound_queue,
-            self.duration,
-            self.warmup
+            self.timing.duration,
+            self.timing.warmup
         )
     }
 
@@ -84,8 +78,8 @@ impl Scenario for FanoutArgs {
 
     fn params(&self) -> serde_json::Value {
         json!({"members": self.members, "senders": self.senders, "window": self.window,
-               "outbound_queue": self.outbound_queue, "duration": self.duration,
-               "warmup": self.warmup, "client_threads": self.common.client_threads})
+               "outbound_queue": self.outbound_queue, "duration": self.timing.duration,
+               "warmup": self.timing.warmup, "client_threads": self.common.client_threads})
     }
 
     fn common(&self) -> &Common {
@@ -93,9 +87,9 @@ impl Scenario for FanoutArgs {
     }
 
     fn run(&self, server: &mut ServerProc, ctx: &RunCtx) -> BenchResult<Outcome> {
-        let runtime = ctx.runtime()?;
-        let (progress, _guard) = Progress::start(ctx.label.clone(), "deliveries", ctx.quiet);
-        runtime.block_on(self.run_async(server.addr, server.pid, progress))
+        harness::drive(server, ctx, "deliveries", |addr, pid, progress| {
+            self.run_async(addr, pid, progress)
+        })
     }
 }
 
@@ -134,19 +128,10 @@ impl FanoutArgs {
         let members = self.members as usize;
         let senders = (self.senders as usize).min(members);
         let setup_start = Instant::now();
-        let clients: Vec<std::io::Result<LobbyClient>> = futures::stream::iter(0..members as u64)
-            .map(|i| async move {
-                let opts = ConnectOpts {
-                    source: Some(net::source_ip(i)),
-                    ..ConnectOpts::default()
-                };
-                let mut client = LobbyClient::connect(addr, opts).await?;
-                client.join(ROOM, 0).await?;
-                Ok(client)
-            })
-            .buffered(32)
-            .collect()
-            .await;
+        let clients = harness::open_all(members as u64, 32, |i| {
+            harness::joined(addr, i, ROOM.to_owned())
+        })
+        .await;
         let setup_secs = setup_start.elapsed().as_secs_f64();
         let shared = Arc::new(Shared {
             phase: Phase::new(),
@@ -168,13 +153,7 @@ impl FanoutArgs {
                 shared.clone(),
             )));
         }
-        tokio::time::sleep(secs(self.warmup)).await;
-        shared.phase.set(stats::MEASURE);
-        let start = CpuMark::now(pid);
-        tokio::time::sleep(secs(self.duration)).await;
-        let end = CpuMark::now(pid);
-        shared.phase.set(stats::STOP);
-        let span = start.until(&end);
+        let span = self.timing.measure(pid, &shared.phase).await;
 
         // Drain: every member must receive every line sent.
         let drain_start = Instant::now();
@@ -204,9 +183,9 @@ impl FanoutArgs {
         let mut violations = 0;
         let mut quits = 0;
         let mut errors = Vec::new();
-        for task in tasks {
-            match tokio::time::timeout(Duration::from_secs(15), task).await {
-                Ok(Ok(result)) => {
+        for result in harness::gather(tasks, "member").await {
+            match result {
+                Ok(result) => {
                     measured += result.measured;
                     violations += result.order_violations;
                     quits += result.quits;
@@ -215,12 +194,8 @@ impl FanoutArgs {
                     }
                     errors.extend(result.error);
                 }
-                Ok(Err(error)) => {
-                    errors.push(error.to_string());
-                    lost += sent.iter().sum::<u64>();
-                }
-                Err(_) => {
-                    errors.push("member task did not stop".into());
+                Err(error) => {
+                    errors.push(error);
                     lost += sent.iter().sum::<u64>();
                 }
             }
@@ -233,20 +208,8 @@ impl FanoutArgs {
             "1/s",
             measured as f64 / members as f64 / span.wall_secs,
         );
-        let [p50, p99, p999, max] = stats::percentiles_us(&shared.latencies);
-        outcome.fig("delivery latency p50", "µs", p50);
-        outcome.fig("delivery latency p99", "µs", p99);
-        outcome.fig("delivery latency p99.9", "µs", p999);
-        outcome.fig("delivery latency max", "µs", max);
-        outcome.fig(
-            "server CPU per delivery",
-            "µs",
-            span.server_us_per(measured),
-        );
-        outcome.fig("server CPU", "%", span.server_pct());
-        outcome.fig("generator CPU", "%", span.client_pct());
-        outcome.fig("softirq CPU (loopback TCP)", "%", span.irq_pct());
-        outcome.fig("other processes CPU (noise)", "%", span.other_pct());
+        harness::latency_figs(&mut outcome, "delivery latency", &shared.latencies);
+        harness::cpu_figs(&mut outcome, &span, "delivery", measured);
         outcome.fig("lines sent in all", "count", total_sent as f64);
         outcome.fig("lost", "count", lost as f64);
         outcome.fig("order violations", "count", violations as f64);

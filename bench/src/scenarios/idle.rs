@@ -15,7 +15,6 @@
 
 use std::io::{BufRead, BufReader as StdBufReader, Write};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ use super::Scenario;
 use crate::net::{self, ConnectOpts};
 use crate::procfs;
 use crate::report::Outcome;
-use crate::server::{ServerProc, Service, Target};
+use crate::server::{self, ServerProc, Service};
 use crate::{BenchResult, Common, RunCtx};
 
 /// Connects in progress at once over all workers: below the 128 that a
@@ -88,10 +87,6 @@ impl Scenario for IdleArgs {
 
     fn service(&self) -> Service {
         Service::Lobby
-    }
-
-    fn server_args(&self, _: Target) -> Vec<String> {
-        Vec::new()
     }
 
     fn params(&self) -> serde_json::Value {
@@ -268,14 +263,7 @@ impl Worker {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: prctl is async-signal-safe; it kills the worker should the
-        // bench die without running destructors.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        server::kill_with_parent(&mut command);
         let mut child = command.spawn()?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or("worker stdout not piped")?;
@@ -369,11 +357,7 @@ pub fn worker_main(args: WorkerArgs) -> ExitCode {
 }
 
 async fn open_one(addr: SocketAddr, index: u64, line: &[u8]) -> std::io::Result<(Held, bool)> {
-    let opts = ConnectOpts {
-        source: Some(net::source_ip(index)),
-        ..ConnectOpts::default()
-    };
-    let stream = net::connect_retry(addr, opts).await?;
+    let stream = net::connect_retry(addr, ConnectOpts::from_index(index)).await?;
     let mut reader = BufReader::with_capacity(256, stream);
     net::expect_line(&mut reader, "WELCOME ", 0).await?;
     let mut answered = false;

@@ -8,17 +8,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures::StreamExt;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use super::{LobbyClient, Scenario, report_errors, secs};
-use crate::net::{self, ConnectOpts};
-use crate::procfs::CpuMark;
+use super::harness::{self, Meter, Tally, Timing};
+use super::{LobbyClient, Scenario};
+use crate::net;
 use crate::progress::Progress;
 use crate::report::Outcome;
-use crate::server::{ServerProc, Service, Target};
-use crate::stats::{self, Latencies, LatencySink, Phase};
+use crate::server::{ServerProc, Service};
+use crate::stats::LatencySink;
 use crate::{BenchResult, Common, RunCtx};
 
 #[derive(Debug, Clone, Args)]
@@ -32,12 +31,8 @@ pub struct LobbyEchoArgs {
     /// Bytes of chat text per line
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4000))]
     pub size: u32,
-    /// Measured seconds
-    #[arg(long, default_value_t = 5.0)]
-    pub duration: f64,
-    /// Seconds of load before measuring
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
+    #[command(flatten)]
+    pub timing: Timing,
     #[command(flatten)]
     pub common: Common,
 }
@@ -50,7 +45,7 @@ impl Scenario for LobbyEchoArgs {
     fn describe(&self) -> String {
         format!(
             "{} lobby clients alone in their rooms, window {}, {} B chat text, {} s measured after {} s warm-up",
-            self.conns, self.window, self.size, self.duration, self.warmup
+            self.conns, self.window, self.size, self.timing.duration, self.timing.warmup
         )
     }
 
@@ -58,13 +53,9 @@ impl Scenario for LobbyEchoArgs {
         Service::Lobby
     }
 
-    fn server_args(&self, _: Target) -> Vec<String> {
-        Vec::new()
-    }
-
     fn params(&self) -> serde_json::Value {
         json!({"conns": self.conns, "window": self.window, "size": self.size,
-               "duration": self.duration, "warmup": self.warmup,
+               "duration": self.timing.duration, "warmup": self.timing.warmup,
                "client_threads": self.common.client_threads})
     }
 
@@ -73,15 +64,10 @@ impl Scenario for LobbyEchoArgs {
     }
 
     fn run(&self, server: &mut ServerProc, ctx: &RunCtx) -> BenchResult<Outcome> {
-        let runtime = ctx.runtime()?;
-        let (progress, _guard) = Progress::start(ctx.label.clone(), "msgs", ctx.quiet);
-        runtime.block_on(self.run_async(server.addr, server.pid, progress))
+        harness::drive(server, ctx, "msgs", |addr, pid, progress| {
+            self.run_async(addr, pid, progress)
+        })
     }
-}
-
-struct ClientResult {
-    messages: u64,
-    error: Option<String>,
 }
 
 impl LobbyEchoArgs {
@@ -91,84 +77,38 @@ impl LobbyEchoArgs {
         pid: u32,
         progress: Progress,
     ) -> BenchResult<Outcome> {
-        let clients: Vec<std::io::Result<LobbyClient>> =
-            futures::stream::iter(0..self.conns as u64)
-                .map(|i| async move {
-                    let opts = ConnectOpts {
-                        source: Some(net::source_ip(i)),
-                        ..ConnectOpts::default()
-                    };
-                    let mut client = LobbyClient::connect(addr, opts).await?;
-                    client.join(&format!("r{i}"), 0).await?;
-                    Ok(client)
-                })
-                .buffered(64)
-                .collect()
-                .await;
-        let phase = Phase::new();
-        let latencies = stats::new_latencies();
-        let mut tasks = Vec::new();
+        let clients = harness::open_all(u64::from(self.conns), 64, |i| {
+            harness::joined(addr, i, format!("r{i}"))
+        })
+        .await;
         let line = format!("{}\n", "x".repeat(self.size as usize));
-        for client in clients {
-            tasks.push(tokio::spawn(chat_client(
-                client?,
-                line.clone(),
-                self.window as usize,
-                phase.clone(),
-                latencies.clone(),
-                progress.clone(),
-            )));
-        }
-        tokio::time::sleep(secs(self.warmup)).await;
-        phase.set(stats::MEASURE);
-        let start = CpuMark::now(pid);
-        tokio::time::sleep(secs(self.duration)).await;
-        let end = CpuMark::now(pid);
-        phase.set(stats::STOP);
-        let span = start.until(&end);
-
-        let mut messages = 0;
-        let mut errors = Vec::new();
-        for task in tasks {
-            match tokio::time::timeout(Duration::from_secs(15), task).await {
-                Ok(Ok(result)) => {
-                    messages += result.messages;
-                    errors.extend(result.error);
-                }
-                Ok(Err(error)) => errors.push(error.to_string()),
-                Err(_) => errors.push("client task did not stop".into()),
-            }
-        }
+        let window = self.window as usize;
+        let run = harness::round_trips(
+            clients,
+            &self.timing,
+            pid,
+            progress,
+            "client",
+            |client, meter| chat_client(client, line.clone(), window, meter),
+        )
+        .await?;
         let mut outcome = Outcome::default();
-        outcome.fig("msgs/s", "1/s", messages as f64 / span.wall_secs);
-        let [p50, p99, p999, max] = stats::percentiles_us(&latencies);
-        outcome.fig("latency p50", "µs", p50);
-        outcome.fig("latency p99", "µs", p99);
-        outcome.fig("latency p99.9", "µs", p999);
-        outcome.fig("latency max", "µs", max);
-        outcome.fig("server CPU per msg", "µs", span.server_us_per(messages));
-        outcome.fig("server CPU", "%", span.server_pct());
-        outcome.fig("generator CPU", "%", span.client_pct());
-        outcome.fig("softirq CPU (loopback TCP)", "%", span.irq_pct());
-        outcome.fig("other processes CPU (noise)", "%", span.other_pct());
-        report_errors(&mut outcome, "client errors", &errors);
-        outcome.check(
+        outcome.fig("msgs/s", "1/s", run.rate());
+        Ok(run.finish(
+            outcome,
+            "client errors",
             "every client kept chatting",
-            errors.is_empty(),
-            format!("{} of {} failed", errors.len(), self.conns),
-        );
-        Ok(outcome)
+            self.conns,
+        ))
     }
 }
 
-async fn chat_client(
-    mut client: LobbyClient,
-    line: String,
-    window: usize,
-    phase: Phase,
-    latencies: Latencies,
-    progress: Progress,
-) -> ClientResult {
+async fn chat_client(mut client: LobbyClient, line: String, window: usize, meter: Meter) -> Tally {
+    let Meter {
+        phase,
+        latencies,
+        progress,
+    } = meter;
     let mut sink = LatencySink::new(&latencies);
     let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(window);
     let mut messages = 0u64;
@@ -176,7 +116,7 @@ async fn chat_client(
     let mut batch = line.repeat(window).into_bytes();
     let mut text = Vec::new();
     if let Err(e) = client.writer.write_all(&batch).await {
-        return ClientResult {
+        return Tally {
             messages,
             error: Some(e.to_string()),
         };
@@ -215,5 +155,5 @@ async fn chat_client(
             owed = 0;
         }
     };
-    ClientResult { messages, error }
+    Tally { messages, error }
 }

@@ -4,6 +4,7 @@
 pub mod churn;
 pub mod echo;
 pub mod fanout;
+pub mod harness;
 pub mod idle;
 pub mod lobby_echo;
 pub mod slow;
@@ -27,7 +28,9 @@ pub trait Scenario {
     fn describe(&self) -> String;
     fn service(&self) -> Service;
     /// Flags for the server beyond `--bind` (and the lobby's fixed ones).
-    fn server_args(&self, target: Target) -> Vec<String>;
+    fn server_args(&self, _target: Target) -> Vec<String> {
+        Vec::new()
+    }
     fn params(&self) -> serde_json::Value;
     fn common(&self) -> &Common;
     fn run(&self, server: &mut ServerProc, ctx: &RunCtx) -> BenchResult<Outcome>;

@@ -16,19 +16,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::harness::{self, Interval};
 use super::{LobbyClient, Scenario, report_errors, secs};
 use crate::net::{self, ConnectOpts};
-use crate::procfs::{self, CpuMark};
+use crate::procfs;
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::server::{ServerProc, Service, Target};
-use crate::stats::{self, Phase};
+use crate::stats::Phase;
 use crate::{BenchResult, Common, RunCtx};
 
 const ROOM: &str = "slow";
@@ -105,9 +105,9 @@ impl Scenario for SlowArgs {
     }
 
     fn run(&self, server: &mut ServerProc, ctx: &RunCtx) -> BenchResult<Outcome> {
-        let runtime = ctx.runtime()?;
-        let (progress, _guard) = Progress::start(ctx.label.clone(), "reader lines", ctx.quiet);
-        runtime.block_on(self.run_async(server.addr, server.pid, progress))
+        harness::drive(server, ctx, "reader lines", |addr, pid, progress| {
+            self.run_async(addr, pid, progress)
+        })
     }
 }
 
@@ -149,39 +149,25 @@ impl SlowArgs {
         pid: u32,
         progress: Progress,
     ) -> BenchResult<Outcome> {
-        let opts = |i: u64| ConnectOpts {
-            source: Some(net::source_ip(i)),
-            ..ConnectOpts::default()
-        };
         let mut control = LobbyClient::connect(addr, ConnectOpts::default()).await?;
         // Readers first, so they see every other member join and go.
         let mut readers = Vec::new();
         for i in 0..self.readers {
-            let mut client = LobbyClient::connect(addr, opts(u64::from(i))).await?;
-            client.rename(&format!("rd{i}")).await?;
-            client.join(ROOM, 10_000).await?;
-            readers.push(client);
+            readers.push(named_member(addr, u64::from(i), format!("rd{i}")).await?);
         }
         let base = u64::from(self.readers);
-        let non_readers: Vec<std::io::Result<TcpStream>> =
-            futures::stream::iter(0..u64::from(self.non_readers))
-                .map(|i| async move {
-                    let mut stream = net::connect_retry(
-                        addr,
-                        ConnectOpts {
-                            recv_buffer: Some(4096),
-                            ..opts(base + i)
-                        },
-                    )
-                    .await?;
-                    stream
-                        .write_all(format!("/nick nr{i}\n/join {ROOM}\n").as_bytes())
-                        .await?;
-                    Ok(stream)
-                })
-                .buffered(32)
-                .collect()
-                .await;
+        let non_readers = harness::open_all(u64::from(self.non_readers), 32, |i| async move {
+            let opts = ConnectOpts {
+                recv_buffer: Some(4096),
+                ..ConnectOpts::from_index(base + i)
+            };
+            let mut stream = net::connect_retry(addr, opts).await?;
+            stream
+                .write_all(format!("/nick nr{i}\n/join {ROOM}\n").as_bytes())
+                .await?;
+            Ok(stream)
+        })
+        .await;
         let non_readers: Vec<TcpStream> = non_readers.into_iter().collect::<Result<_, _>>()?;
         let members = (self.readers + self.non_readers) as usize;
         let mut joined = 0;
@@ -203,10 +189,7 @@ impl SlowArgs {
         let base = base + u64::from(self.non_readers);
         let mut senders = Vec::new();
         for i in 0..self.senders {
-            let mut client = LobbyClient::connect(addr, opts(base + u64::from(i))).await?;
-            client.rename(&format!("sd{i}")).await?;
-            client.join(ROOM, 10_000).await?;
-            senders.push(client);
+            senders.push(named_member(addr, base + u64::from(i), format!("sd{i}")).await?);
         }
         // Let the JOIN lines settle before the baseline reading.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -226,26 +209,8 @@ impl SlowArgs {
             sent: AtomicU64::new(0),
             lag: u64::from(self.reader_lag.unwrap_or(self.outbound_queue / 2).max(1)),
         });
-        // The memory sampler: every 100 ms until stopped.
-        let sampler = {
-            let stop = shared.stop.clone();
-            tokio::spawn(async move {
-                let mut peak = 0u64;
-                let mut interval = tokio::time::interval(Duration::from_millis(100));
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        _ = interval.tick() => {}
-                    }
-                    if let Ok(rss) = procfs::rss_kib(pid) {
-                        peak = peak.max(rss);
-                    }
-                }
-                peak
-            })
-        };
-        shared.phase.set(stats::MEASURE);
-        let start = CpuMark::now(pid);
+        let sampler = harness::sample_rss_peak(pid, shared.stop.clone());
+        let interval = Interval::start(pid, &shared.phase);
         let mut tasks = Vec::new();
         for (i, client) in readers.into_iter().enumerate() {
             tasks.push(tokio::spawn(member(
@@ -268,9 +233,7 @@ impl SlowArgs {
             )));
         }
         tokio::time::sleep(secs(self.duration)).await;
-        shared.phase.set(stats::STOP);
-        let end = CpuMark::now(pid);
-        let span = start.until(&end);
+        let span = interval.stop();
         // Let the readers take in what is still on its way, then stop them.
         tokio::time::sleep(Duration::from_millis(500)).await;
         shared.stop.cancel();
@@ -278,11 +241,10 @@ impl SlowArgs {
 
         let mut results = Vec::new();
         let mut errors = Vec::new();
-        for task in tasks {
-            match tokio::time::timeout(Duration::from_secs(15), task).await {
-                Ok(Ok(result)) => results.push(result),
-                Ok(Err(error)) => errors.push(error.to_string()),
-                Err(_) => errors.push("member task did not stop".into()),
+        for result in harness::gather(tasks, "member").await {
+            match result {
+                Ok(result) => results.push(result),
+                Err(error) => errors.push(error),
             }
         }
         drop(non_readers);
@@ -321,15 +283,7 @@ impl SlowArgs {
             "1/s",
             all_msgs as f64 / span.wall_secs,
         );
-        outcome.fig(
-            "server CPU per delivery",
-            "µs",
-            span.server_us_per(all_msgs),
-        );
-        outcome.fig("server CPU", "%", span.server_pct());
-        outcome.fig("generator CPU", "%", span.client_pct());
-        outcome.fig("softirq CPU (loopback TCP)", "%", span.irq_pct());
-        outcome.fig("other processes CPU (noise)", "%", span.other_pct());
+        harness::cpu_figs(&mut outcome, &span, "delivery", all_msgs);
         outcome.fig(
             "non-readers dropped (fewest seen)",
             "count",
@@ -375,6 +329,15 @@ impl SlowArgs {
         );
         Ok(outcome)
     }
+}
+
+/// Member number `index` (from its own source address), renamed to `nick`
+/// and joined to the room, where others may have joined before.
+async fn named_member(addr: SocketAddr, index: u64, nick: String) -> std::io::Result<LobbyClient> {
+    let mut client = LobbyClient::connect(addr, ConnectOpts::from_index(index)).await?;
+    client.rename(&nick).await?;
+    client.join(ROOM, 10_000).await?;
+    Ok(client)
 }
 
 /// A reader or a sender: reads everything, counts `MSG`s and `QUIT`s. A
