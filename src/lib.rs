@@ -19,7 +19,8 @@
 //!   heartbeat and idle timers, and the messages between a session and its hub
 //!   ([`Opened`], [`Activity`], [`Closed`], [`Close`]).
 //! - `actors::registry` — the [`Registry`]: the lobby's sessions, nicks and
-//!   rooms, and [`Shutdown`].
+//!   rooms, and the commands an embedding program sends it ([`Kick`],
+//!   [`Broadcast`], [`ListRooms`], [`ListSessions`], [`Shutdown`]).
 //! - `framing` — cutting a byte stream into raw chunks, bounded lines or
 //!   length-prefixed frames.
 //! - `protocol` — the text lobby protocol: parsing commands, rendering lines.
@@ -41,7 +42,9 @@ mod server;
 mod signal;
 
 pub use actors::listener::{Listener, StopAccepting};
-pub use actors::registry::{Registry, Shutdown};
+pub use actors::registry::{
+    Broadcast, Kick, ListRooms, ListSessions, Registry, SessionInfo, Shutdown,
+};
 pub use actors::session::{
     Activity, Close, Closed, Opened, Session, SessionEvent, SessionEvents, SessionHandle,
     SessionId, SessionIds,

@@ -28,6 +28,52 @@ use crate::reason::DisconnectReason;
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// Remove one session, as an embedding program's moderator would: it is sent
+/// `farewell` (if any) after what it is already owed, then closed, and its
+/// room sees `QUIT <room> <nick> kicked`. Answers whether the session existed.
+#[derive(Message, Debug)]
+#[rtype(result = "bool")]
+pub struct Kick {
+    /// The session to remove.
+    pub session: SessionId,
+    /// A last line for the kicked peer, `\n` included (e.g. an `ERR` line).
+    pub farewell: Option<Bytes>,
+}
+
+/// Send one already rendered frame (`\n` included) to every member of a
+/// room, or to every session when `room` is `None` — e.g. a game tick's state.
+/// The bytes are shared, not copied, per member. Answers how many sessions
+/// it was queued for.
+#[derive(Message, Debug)]
+#[rtype(result = "usize")]
+pub struct Broadcast {
+    /// The room, or `None` for every session.
+    pub room: Option<String>,
+    /// The frame, exactly as it goes on the wire.
+    pub frame: Bytes,
+}
+
+/// Rooms and their member counts, sorted by room name.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<(String, usize)>")]
+pub struct ListRooms;
+
+/// Every live session, in id order.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<SessionInfo>")]
+pub struct ListSessions;
+
+/// What [`ListSessions`] reports about one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session's id.
+    pub id: SessionId,
+    /// Its nick, as its owner typed it.
+    pub nick: String,
+    /// Its room, if it is in one.
+    pub room: Option<String>,
+}
+
 /// The lobby registry. See the module docs.
 pub struct Registry {
     /// Most members a room admits.
@@ -441,6 +487,65 @@ impl Handler<Shutdown> for Registry {
         Box::pin(async move {
             let _ = drained.await;
         })
+    }
+}
+
+impl Handler<Kick> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, Kick { session, farewell }: Kick, _: &mut Self::Context) -> bool {
+        let found = self.members.contains_key(&session);
+        if found {
+            info!("kicking session {session}");
+            self.close(session, DisconnectReason::Kicked, farewell);
+        }
+        found
+    }
+}
+
+impl Handler<Broadcast> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, Broadcast { room, frame }: Broadcast, _: &mut Self::Context) -> usize {
+        let recipients: Vec<SessionId> = match &room {
+            Some(room) => self.rooms.get(room.as_str()).cloned().unwrap_or_default(),
+            None => self.members.keys().copied().collect(),
+        };
+        for &id in &recipients {
+            self.send_to(id, frame.clone());
+        }
+        recipients.len()
+    }
+}
+
+impl Handler<ListRooms> for Registry {
+    type Result = MessageResult<ListRooms>;
+
+    fn handle(&mut self, _: ListRooms, _: &mut Self::Context) -> Self::Result {
+        let rooms = self.rooms.iter();
+        MessageResult(
+            rooms
+                .map(|(room, members)| (room.to_string(), members.len()))
+                .collect(),
+        )
+    }
+}
+
+impl Handler<ListSessions> for Registry {
+    type Result = MessageResult<ListSessions>;
+
+    fn handle(&mut self, _: ListSessions, _: &mut Self::Context) -> Self::Result {
+        let mut sessions: Vec<SessionInfo> = self
+            .members
+            .iter()
+            .map(|(&id, member)| SessionInfo {
+                id,
+                nick: member.nick.to_string(),
+                room: member.room.as_deref().map(str::to_owned),
+            })
+            .collect();
+        sessions.sort_by_key(|info| info.id);
+        MessageResult(sessions)
     }
 }
 
