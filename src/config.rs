@@ -1,6 +1,7 @@
 //! Limits and timings, with the documented defaults of the lobby binary.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::framing::Framing;
@@ -44,6 +45,10 @@ pub struct SessionConfig {
     pub max_frames_per_sec: Option<NonZeroU32>,
     /// How long a closing session may take to write what it still owes.
     pub flush_timeout: Duration,
+    /// What the sessions' listener serves, reported in every
+    /// [`Opened`](crate::Opened); a [`Listener`](crate::Listener) sets it to
+    /// its label.
+    pub service: Arc<str>,
 }
 
 impl SessionConfig {
@@ -57,6 +62,7 @@ impl SessionConfig {
             heartbeat: None,
             max_frames_per_sec: None,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            service: Arc::from(""),
         }
     }
 }
@@ -112,6 +118,7 @@ impl LobbyConfig {
             heartbeat: Some(self.heartbeat),
             max_frames_per_sec: self.max_msgs_per_sec,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            service: Arc::from(""),
         }
     }
 }

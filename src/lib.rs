@@ -43,7 +43,8 @@ mod signal;
 
 pub use actors::listener::{Listener, StopAccepting};
 pub use actors::registry::{
-    Broadcast, Kick, ListRooms, ListSessions, Registry, SessionInfo, Shutdown,
+    Broadcast, JSON_SERVICE, Kick, ListRooms, ListSessions, Registry, SessionInfo, Shutdown,
+    TEXT_SERVICE,
 };
 pub use actors::session::{
     Activity, Close, Closed, Opened, Session, SessionEvent, SessionEvents, SessionHandle,

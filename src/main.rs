@@ -57,6 +57,9 @@ struct Args {
     /// Inbound lines per session per second, burst of the same size (0 = no limit)
     #[arg(long, default_value_t = 0)]
     max_msgs_per_sec: u32,
+    /// Also serve the lobby as newline-delimited JSON on this address (same rooms)
+    #[arg(long)]
+    json_bind: Option<SocketAddr>,
     /// Threads that sessions run on; the registry shares the first
     #[arg(long, default_value_t = config::DEFAULT_SESSION_THREADS, value_parser = at_least_one)]
     session_threads: usize,
@@ -101,13 +104,23 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match LobbyServer::start(socket, args.lobby_config()) {
+    let mut server = match LobbyServer::start(socket, args.lobby_config()) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("switchboard: cannot start: {error}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(json_bind) = args.json_bind {
+        let served = match TcpListener::bind(json_bind).await {
+            Ok(socket) => server.serve_json(socket),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = served {
+            eprintln!("switchboard: cannot listen on {json_bind}: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Err(error) = shutdown_signal().await {
         eprintln!("switchboard: cannot listen for signals: {error}");
         return ExitCode::FAILURE;

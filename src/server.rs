@@ -1,5 +1,5 @@
-//! The lobby server: a registry and a text listener wired together, with a
-//! graceful shutdown.
+//! The lobby server: a registry with a text listener (and optionally a JSON
+//! one) wired to it, and a graceful shutdown.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,20 +11,29 @@ use log::{info, warn};
 use tokio::net::TcpListener;
 
 use crate::actors::listener::{Listener, StopAccepting};
-use crate::actors::registry::{Registry, Shutdown};
-use crate::actors::session::SessionEvents;
+use crate::actors::registry::{JSON_SERVICE, Registry, Shutdown, TEXT_SERVICE};
+use crate::actors::session::{SessionEvents, SessionIds};
 use crate::config::LobbyConfig;
 use crate::limiter::ConnectionLimiter;
 use crate::protocol::{ErrorCode, Reply};
 
-/// A running lobby: the text protocol of SPEC §3 on one listening socket.
+/// A running lobby: the text protocol of SPEC §3 on one listening socket,
+/// and the JSON protocol of §5 on another if [`LobbyServer::serve_json`] is
+/// called. Both share one registry, so text and JSON clients meet in the
+/// same rooms, and one connection limit.
 ///
 /// Start it from inside a running actix `System`; it runs until
 /// [`LobbyServer::shutdown`] or until the system stops.
 pub struct LobbyServer {
     registry: Addr<Registry>,
-    listener: Addr<Listener>,
+    listeners: Vec<Addr<Listener>>,
     local_addr: SocketAddr,
+    config: LobbyConfig,
+    /// Shared by every listener: the limits count text and JSON sessions
+    /// together, and ids are unique across both.
+    limiter: ConnectionLimiter,
+    ids: SessionIds,
+    arbiters: Vec<ArbiterHandle>,
 }
 
 /// The arbiters sessions run on: the current one plus `threads - 1` new
@@ -45,27 +54,51 @@ impl LobbyServer {
     /// # Panics
     /// When called outside a running actix `System`, like any actor start.
     pub fn start(socket: TcpListener, config: LobbyConfig) -> io::Result<Self> {
+        let mut server = LobbyServer {
+            registry: Registry::new(config.room_capacity).start(),
+            listeners: Vec::new(),
+            local_addr: socket.local_addr()?,
+            limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
+            ids: SessionIds::default(),
+            arbiters: session_arbiters(config.session_threads),
+            config,
+        };
+        server.listen(socket, TEXT_SERVICE)?;
+        Ok(server)
+    }
+
+    /// Also serves the lobby as newline-delimited JSON (SPEC §5) on `socket`,
+    /// with the same registry, limits and session ids. Logs
+    /// `listening on ADDR (json)` and returns that address.
+    ///
+    /// # Errors
+    /// Fails only if the socket's local address cannot be read.
+    pub fn serve_json(&mut self, socket: TcpListener) -> io::Result<SocketAddr> {
+        self.listen(socket, JSON_SERVICE)
+    }
+
+    fn listen(&mut self, socket: TcpListener, service: &str) -> io::Result<SocketAddr> {
         let local_addr = socket.local_addr()?;
-        let registry = Registry::new(config.room_capacity).start();
-        let limiter = ConnectionLimiter::new(config.max_connections, config.max_per_ip);
         let server_full = Reply::Error {
             code: ErrorCode::ServerFull,
             message: "too many connections, try again later",
         };
+        let refusal = match service {
+            JSON_SERVICE => server_full.to_json_line(),
+            _ => server_full.to_line(),
+        };
         let listener = Listener::new(
             socket,
-            "text",
-            config.session_config(),
-            SessionEvents::to_actor(&registry),
+            service,
+            self.config.session_config(),
+            SessionEvents::to_actor(&self.registry),
         )
-        .with_limiter(limiter, Some(server_full.to_line()))
-        .with_arbiters(session_arbiters(config.session_threads))
+        .with_limiter(self.limiter.clone(), Some(refusal))
+        .with_ids(self.ids.clone())
+        .with_arbiters(self.arbiters.clone())
         .start();
-        Ok(LobbyServer {
-            registry,
-            listener,
-            local_addr,
-        })
+        self.listeners.push(listener);
+        Ok(local_addr)
     }
 
     /// The address the lobby listens on (the real port when port 0 was bound).
@@ -84,7 +117,9 @@ impl LobbyServer {
     ///
     /// Returns `true` when every session ended within `grace`.
     pub async fn shutdown(self, grace: Duration) -> bool {
-        self.listener.do_send(StopAccepting);
+        for listener in &self.listeners {
+            listener.do_send(StopAccepting);
+        }
         match tokio::time::timeout(grace, self.registry.send(Shutdown)).await {
             Ok(Ok(())) => {
                 info!("all sessions closed");

@@ -55,18 +55,21 @@ pub struct Listener {
 
 impl Listener {
     /// A listener on an already bound `socket` whose sessions use `config` and
-    /// report to `hub`. By default it admits everyone, numbers sessions from 1
-    /// and logs itself as serving `label`.
+    /// report to `hub`. By default it admits everyone and numbers sessions
+    /// from 1. It logs itself as serving `label`, and its sessions report
+    /// `label` as their service in [`Opened`](super::session::Opened).
     pub fn new(
         socket: TcpListener,
         label: impl Into<String>,
-        config: SessionConfig,
+        mut config: SessionConfig,
         hub: SessionEvents,
     ) -> Self {
+        let label = label.into();
+        config.service = Arc::from(label.as_str());
         Listener {
             local_addr: socket.local_addr().ok(),
             socket: Some(socket),
-            label: label.into(),
+            label,
             config: Arc::new(config),
             hub,
             limiter: None,

@@ -18,7 +18,9 @@ use futures::channel::oneshot;
 use log::{debug, info};
 
 use super::session::{Activity, Closed, Opened, SessionEvent, SessionHandle, SessionId};
-use crate::protocol::{Command, ErrorCode, Rejection, Reply, decode_text, parse_line};
+use crate::protocol::{
+    Command, ErrorCode, Rejection, Reply, decode_text, parse_json_line, parse_line,
+};
 use crate::reason::DisconnectReason;
 
 /// Begin a graceful shutdown: every session is sent `SHUTDOWN` after what it
@@ -94,9 +96,74 @@ pub struct Registry {
 /// handling a command clones no text.
 struct Member {
     handle: SessionHandle,
+    /// The protocol the member speaks: every line to it is rendered in it.
+    wire: Wire,
     /// The nick as its owner typed it.
     nick: Rc<str>,
     room: Option<Rc<str>>,
+}
+
+/// Which lobby protocol a session speaks, from the service its listener
+/// serves ([`TEXT_SERVICE`] or [`JSON_SERVICE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Text,
+    Json,
+}
+
+/// The service name of the text lobby protocol (SPEC §3).
+pub const TEXT_SERVICE: &str = "text";
+/// The service name of the JSON lobby protocol (SPEC §5).
+pub const JSON_SERVICE: &str = "json";
+
+impl Wire {
+    fn of_service(service: &str) -> Wire {
+        if service == JSON_SERVICE {
+            Wire::Json
+        } else {
+            Wire::Text
+        }
+    }
+
+    fn render(self, reply: &Reply<'_>) -> Bytes {
+        match self {
+            Wire::Text => reply.to_line(),
+            Wire::Json => reply.to_json_line(),
+        }
+    }
+
+    fn parse(self, frame: &[u8]) -> Result<Option<Command>, Rejection> {
+        match self {
+            Wire::Text => decode_text(frame).and_then(parse_line),
+            Wire::Json => parse_json_line(frame),
+        }
+    }
+}
+
+/// One event rendered at most once per wire format, however many members
+/// receive it: every member speaking a format shares the same bytes.
+struct Rendered<'r> {
+    reply: &'r Reply<'r>,
+    text: Option<Bytes>,
+    json: Option<Bytes>,
+}
+
+impl<'r> Rendered<'r> {
+    fn new(reply: &'r Reply<'r>) -> Self {
+        Rendered {
+            reply,
+            text: None,
+            json: None,
+        }
+    }
+
+    fn bytes(&mut self, wire: Wire) -> Bytes {
+        let slot = match wire {
+            Wire::Text => &mut self.text,
+            Wire::Json => &mut self.json,
+        };
+        slot.get_or_insert_with(|| wire.render(self.reply)).clone()
+    }
 }
 
 impl Registry {
@@ -118,7 +185,9 @@ impl Registry {
     }
 
     fn reply(&self, id: SessionId, reply: Reply<'_>) {
-        self.send_to(id, reply.to_line());
+        if let Some(member) = self.members.get(&id) {
+            member.handle.send(member.wire.render(&reply));
+        }
     }
 
     fn reject(&self, id: SessionId, rejection: &Rejection) {
@@ -126,26 +195,33 @@ impl Registry {
         self.reply(id, Reply::rejection(rejection));
     }
 
-    /// Sends one rendered line to every member of `room`, sharing its bytes.
-    fn broadcast(&self, room: &str, line: Bytes) {
-        for &id in self.rooms.get(room).into_iter().flatten() {
-            self.send_to(id, line.clone());
+    /// Sends `reply` to every member of `room`, rendered once per protocol
+    /// and shared.
+    fn broadcast(&self, room: &str, reply: Reply<'_>) {
+        let mut rendered = Rendered::new(&reply);
+        for id in self.rooms.get(room).into_iter().flatten() {
+            if let Some(member) = self.members.get(id) {
+                member.handle.send(rendered.bytes(member.wire));
+            }
         }
     }
 
-    fn who(&self, room: &str) -> Bytes {
+    /// Sends `WHO <room> <nicks…>` to `id`.
+    fn send_who(&self, id: SessionId, room: &str) {
         let nicks: Vec<&str> = self
             .rooms
             .get(room)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.members.get(id).map(|member| &*member.nick))
+            .filter_map(|member| self.members.get(member).map(|member| &*member.nick))
             .collect();
-        Reply::Who {
-            room,
-            nicks: &nicks,
-        }
-        .to_line()
+        self.reply(
+            id,
+            Reply::Who {
+                room,
+                nicks: &nicks,
+            },
+        );
     }
 
     /// Removes `id` from its room (if any) and returns that room's name. The
@@ -162,7 +238,10 @@ impl Registry {
     }
 
     fn handle_line(&mut self, id: SessionId, frame: &[u8]) {
-        let command = decode_text(frame).and_then(parse_line);
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        let command = member.wire.parse(frame);
         let result = match command {
             Ok(Some(command)) => {
                 debug!("session {id}: {command:?}");
@@ -192,8 +271,7 @@ impl Registry {
                     Reply::Leave {
                         room: &room,
                         nick: &nick,
-                    }
-                    .to_line(),
+                    },
                 );
                 self.remove_from_room(id);
             }
@@ -204,7 +282,7 @@ impl Registry {
                     nick: &nick,
                     text: &text,
                 };
-                self.broadcast(&room, line.to_line());
+                self.broadcast(&room, line);
             }
             Command::Msg { to, text } => {
                 let target = self
@@ -218,12 +296,11 @@ impl Registry {
                     from: &nick,
                     to: &target.nick,
                     text: &text,
-                }
-                .to_line();
+                };
                 if target_id != id {
-                    self.send_to(target_id, line.clone());
+                    self.reply(target_id, line);
                 }
-                self.send_to(id, line);
+                self.reply(id, line);
             }
             Command::Rooms => {
                 let rooms: Vec<(&str, usize)> = self
@@ -238,7 +315,7 @@ impl Registry {
                     Some(room) => room.as_str(),
                     None => current_room.as_deref().ok_or_else(not_in_room)?,
                 };
-                self.send_to(id, self.who(room));
+                self.send_who(id, room);
             }
             Command::Ping(token) => self.reply(
                 id,
@@ -252,7 +329,7 @@ impl Registry {
                     "session {id} ({nick}) quits: {}",
                     reason.as_deref().unwrap_or("-")
                 );
-                self.close(id, DisconnectReason::Quit, Some(Reply::Bye.to_line()));
+                self.close(id, DisconnectReason::Quit, Some(Reply::Bye));
             }
         }
         Ok(())
@@ -282,13 +359,13 @@ impl Registry {
         if key != guest_nick(id) {
             self.nicks.insert(key, id);
         }
-        let line = Reply::Nick { old, new: &new }.to_line();
-        if let Some(member) = self.members.get_mut(&id) {
-            member.nick = new.into();
-        }
+        let line = Reply::Nick { old, new: &new };
         match room {
             Some(room) => self.broadcast(room, line),
-            None => self.send_to(id, line),
+            None => self.reply(id, line),
+        }
+        if let Some(member) = self.members.get_mut(&id) {
+            member.nick = new.into();
         }
         Ok(())
     }
@@ -301,7 +378,7 @@ impl Registry {
         room: String,
     ) -> Result<(), Rejection> {
         if current == Some(room.as_str()) {
-            self.send_to(id, self.who(&room));
+            self.send_who(id, &room);
             return Ok(());
         }
         if self.rooms.get(room.as_str()).map_or(0, Vec::len) >= self.room_capacity {
@@ -311,13 +388,13 @@ impl Registry {
             ));
         }
         if let Some(old) = current {
-            self.broadcast(old, Reply::Leave { room: old, nick }.to_line());
+            self.broadcast(old, Reply::Leave { room: old, nick });
             self.remove_from_room(id);
         }
         let room: Rc<str> = room.into();
         self.rooms.entry(room.clone()).or_default().push(id);
-        self.broadcast(&room, Reply::Join { room: &room, nick }.to_line());
-        self.send_to(id, self.who(&room));
+        self.broadcast(&room, Reply::Join { room: &room, nick });
+        self.send_who(id, &room);
         if let Some(member) = self.members.get_mut(&id) {
             member.room = Some(room);
         }
@@ -335,8 +412,10 @@ impl Registry {
         member.nick.eq_ignore_ascii_case(nick).then_some(id)
     }
 
-    fn close(&self, id: SessionId, reason: DisconnectReason, farewell: Option<Bytes>) {
+    /// Closes `id` for `reason`, with `farewell` rendered in its protocol.
+    fn close(&self, id: SessionId, reason: DisconnectReason, farewell: Option<Reply<'_>>) {
         if let Some(member) = self.members.get(&id) {
+            let farewell = farewell.map(|reply| member.wire.render(&reply));
             member.handle.close(reason, farewell);
         }
     }
@@ -381,30 +460,34 @@ impl Actor for Registry {
 impl Handler<Opened> for Registry {
     type Result = ();
 
-    fn handle(&mut self, Opened { session, peer }: Opened, _: &mut Self::Context) {
+    fn handle(
+        &mut self,
+        Opened {
+            session,
+            peer,
+            service,
+        }: Opened,
+        _: &mut Self::Context,
+    ) {
         let id = session.id();
         let nick: Rc<str> = guest_nick(id).into();
-        info!("session {id} connected from {peer} as {nick}");
-        let welcome = Reply::Welcome {
-            id: id.0,
-            nick: &nick,
-        }
-        .to_line();
-        self.members.insert(
+        info!("session {id} connected from {peer} as {nick} ({service})");
+        let member = Member {
+            handle: session,
+            wire: Wire::of_service(&service),
+            nick: nick.clone(),
+            room: None,
+        };
+        self.members.insert(id, member);
+        self.reply(
             id,
-            Member {
-                handle: session,
-                nick,
-                room: None,
+            Reply::Welcome {
+                id: id.0,
+                nick: &nick,
             },
         );
-        self.send_to(id, welcome);
         if self.draining.is_some() {
-            self.close(
-                id,
-                DisconnectReason::Shutdown,
-                Some(Reply::Shutdown.to_line()),
-            );
+            self.close(id, DisconnectReason::Shutdown, Some(Reply::Shutdown));
         }
     }
 }
@@ -429,11 +512,7 @@ impl Handler<Activity> for Registry {
                     code: ErrorCode::IdleTimeout,
                     message: "no input for too long",
                 };
-                self.close(
-                    session,
-                    DisconnectReason::IdleTimeout,
-                    Some(farewell.to_line()),
-                );
+                self.close(session, DisconnectReason::IdleTimeout, Some(farewell));
             }
             SessionEvent::InputClosed => self.close(session, DisconnectReason::Closed, None),
         }
@@ -462,7 +541,7 @@ impl Handler<Closed> for Registry {
                 nick: &member.nick,
                 reason: reason.word(),
             };
-            self.broadcast(&room, quit.to_line());
+            self.broadcast(&room, quit);
         }
         if self.draining.is_some() {
             self.finish_draining_if_empty();
@@ -475,11 +554,13 @@ impl Handler<Shutdown> for Registry {
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
         info!("shutting down {} sessions", self.members.len());
-        let shutdown = Reply::Shutdown.to_line();
+        let shutdown = Reply::Shutdown;
+        let mut rendered = Rendered::new(&shutdown);
         for member in self.members.values() {
+            let farewell = rendered.bytes(member.wire);
             member
                 .handle
-                .close(DisconnectReason::Shutdown, Some(shutdown.clone()));
+                .close(DisconnectReason::Shutdown, Some(farewell));
         }
         let (done, drained) = oneshot::channel();
         self.draining.get_or_insert_with(Vec::new).push(done);
@@ -494,12 +575,12 @@ impl Handler<Kick> for Registry {
     type Result = bool;
 
     fn handle(&mut self, Kick { session, farewell }: Kick, _: &mut Self::Context) -> bool {
-        let found = self.members.contains_key(&session);
-        if found {
-            info!("kicking session {session}");
-            self.close(session, DisconnectReason::Kicked, farewell);
-        }
-        found
+        let Some(member) = self.members.get(&session) else {
+            return false;
+        };
+        info!("kicking session {session}");
+        member.handle.close(DisconnectReason::Kicked, farewell);
+        true
     }
 }
 

@@ -106,6 +106,9 @@ pub struct Opened {
     pub session: SessionHandle,
     /// The peer's address.
     pub peer: SocketAddr,
+    /// What the session's listener serves (its label, e.g. `text` or
+    /// `json`), so one hub can serve several listeners.
+    pub service: Arc<str>,
 }
 
 /// Something happened on a session that its hub must answer.
@@ -464,6 +467,7 @@ impl Actor for Session {
         self.hub.0.opened.do_send(Opened {
             session: handle,
             peer: self.peer,
+            service: self.config.service.clone(),
         });
         self.schedule_timer(ctx);
         debug!("session {} opened for {}", self.id, self.peer);

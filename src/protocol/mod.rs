@@ -1,11 +1,13 @@
-//! The text lobby protocol of SPEC §3: parsing client lines into [`Command`]s
-//! and rendering server lines from [`Reply`]s. Pure functions, no I/O, so every
-//! rule can be tested without a socket.
+//! The lobby protocol of SPEC §3 (text) and §5 (JSON): parsing client lines
+//! into [`Command`]s and rendering server lines from [`Reply`]s. Pure
+//! functions, no I/O, so every rule can be tested without a socket.
 
 mod command;
+mod json;
 mod reply;
 
 pub use command::{Command, parse_line};
+pub use json::parse_json_line;
 pub use reply::Reply;
 
 /// The error codes of `ERR <code> <text>` lines.
