@@ -190,8 +190,9 @@ mod tests {
 
     #[test]
     fn events_render_as_the_spec_shows() {
+        // The registry passes rooms sorted by name; the object keeps that order.
         let line = Reply::Rooms {
-            rooms: &[("a", 2), ("B", 1)],
+            rooms: &[("B", 1), ("a", 2)],
         }
         .to_json_line();
         assert_eq!(
