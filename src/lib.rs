@@ -21,6 +21,8 @@
 //! - `actors::registry` — the [`Registry`]: the lobby's sessions, nicks and
 //!   rooms, and the commands an embedding program sends it ([`Kick`],
 //!   [`Broadcast`], [`ListRooms`], [`ListSessions`], [`Shutdown`]).
+//! - `actors::udp` — the [`UdpEndpoint`]: one UDP socket, its datagrams
+//!   reported to a hub ([`Datagram`]) and sent for it ([`SendDatagram`]).
 //! - `framing` — cutting a byte stream into raw chunks, bounded lines or
 //!   length-prefixed frames.
 //! - `protocol` — the text lobby protocol: parsing commands, rendering lines.
@@ -50,6 +52,7 @@ pub use actors::session::{
     Activity, Close, Closed, Opened, Session, SessionEvent, SessionEvents, SessionHandle,
     SessionId, SessionIds,
 };
+pub use actors::udp::{Datagram, MAX_DATAGRAM, SendDatagram, UdpEndpoint};
 pub use config::{LobbyConfig, SessionConfig};
 pub use framing::{FrameDecoder, FrameError, FrameReader, Framing, Inbound};
 pub use limiter::{ConnectionLimiter, ConnectionPermit};

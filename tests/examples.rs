@@ -49,6 +49,7 @@ fn example_path(name: &str) -> PathBuf {
     let built = BUILD.get_or_init(|| {
         let mut cargo = Command::new(env!("CARGO"));
         cargo.args(["build", "--example", "echo", "--example", "greeter"]);
+        cargo.args(["--example", "udp_echo", "--example", "udp_time"]);
         cargo.args([
             "--manifest-path",
             concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
@@ -396,4 +397,54 @@ fn python_tutorial_greeter_client_works_unchanged() {
          Server: What's your name?\
          Server: Good bye!\n"
     );
+}
+
+// ---------------------------------------------------------------------------
+// udp_echo and udp_time
+
+/// A UDP socket on loopback that waits at most `READ_TIMEOUT` for a reply.
+fn udp_client() -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP client");
+    socket
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("set read timeout");
+    socket
+}
+
+#[test]
+fn udp_echo_returns_every_datagram_unchanged_empty_and_largest_included() {
+    let server = example("udp_echo");
+    let client = udp_client();
+    let largest = vec![0xA5; 65_507];
+    for payload in [&b"hello, udp"[..], b"", &largest] {
+        client.send_to(payload, server.addr).expect("send");
+        let mut buf = vec![0; 70_000];
+        let (len, from) = client
+            .recv_from(&mut buf)
+            .expect("an echo within the timeout");
+        assert_eq!(from, server.addr, "answered from the port it was sent to");
+        assert_eq!(&buf[..len], payload, "{len} bytes back");
+    }
+}
+
+#[test]
+fn python_tutorial_time_client_gets_the_local_time() {
+    let server = example("udp_time");
+    let printed = run_python(
+        r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(b'time?', (sys.argv[1], int(sys.argv[2])))
+print(s.recv(1024).decode('utf-8'))
+"#,
+        server.addr,
+    );
+    let time = printed.trim_end();
+    // YYYY-MM-DD HH:MM:SS
+    let shape: String = time
+        .chars()
+        .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+        .collect();
+    assert_eq!(shape, "dddd-dd-dd dd:dd:dd", "got {time:?}");
 }

@@ -3,3 +3,4 @@
 pub mod listener;
 pub mod registry;
 pub mod session;
+pub mod udp;
