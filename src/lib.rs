@@ -23,6 +23,8 @@
 //!   [`Broadcast`], [`ListRooms`], [`ListSessions`], [`Shutdown`]).
 //! - `actors::udp` — the [`UdpEndpoint`]: one UDP socket, its datagrams
 //!   reported to a hub ([`Datagram`]) and sent for it ([`SendDatagram`]).
+//! - `actors::udp_sessions`, `actors::udp_peer` — the lobby over UDP: each
+//!   remote address a session in the registry (`LobbyServer::serve_udp`).
 //! - `framing` — cutting a byte stream into raw chunks, bounded lines or
 //!   length-prefixed frames.
 //! - `protocol` — the text lobby protocol: parsing commands, rendering lines.

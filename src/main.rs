@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchboard::{LobbyConfig, LobbyServer, config, shutdown_signal};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 
 /// jemalloc, with a background thread that purges freed pages within a
 /// second: idle sessions then cost the same after a burst of long lines as
@@ -60,6 +60,9 @@ struct Args {
     /// Also serve the lobby as newline-delimited JSON on this address (same rooms)
     #[arg(long)]
     json_bind: Option<SocketAddr>,
+    /// Also serve the text lobby over UDP on this address, one line per datagram
+    #[arg(long)]
+    udp_bind: Option<SocketAddr>,
     /// Threads that sessions run on; the registry shares the first
     #[arg(long, default_value_t = config::DEFAULT_SESSION_THREADS, value_parser = at_least_one)]
     session_threads: usize,
@@ -118,6 +121,16 @@ async fn serve(args: Args) -> ExitCode {
         };
         if let Err(error) = served {
             eprintln!("switchboard: cannot listen on {json_bind}: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(udp_bind) = args.udp_bind {
+        let served = match UdpSocket::bind(udp_bind).await {
+            Ok(socket) => server.serve_udp(socket),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = served {
+            eprintln!("switchboard: cannot listen on {udp_bind}: {error}");
             return ExitCode::FAILURE;
         }
     }

@@ -3,16 +3,18 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_rt::{Arbiter, ArbiterHandle};
 use log::{info, warn};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 
 use crate::actors::listener::{Listener, StopAccepting};
 use crate::actors::registry::{JSON_SERVICE, Registry, Shutdown, TEXT_SERVICE};
 use crate::actors::session::{SessionEvents, SessionIds};
+use crate::actors::udp_sessions::UdpSessions;
 use crate::config::LobbyConfig;
 use crate::limiter::ConnectionLimiter;
 use crate::protocol::{ErrorCode, Reply};
@@ -34,7 +36,15 @@ pub struct LobbyServer {
     limiter: ConnectionLimiter,
     ids: SessionIds,
     arbiters: Vec<ArbiterHandle>,
+    /// Kept so the UDP routers live as long as the server.
+    udp: Vec<Addr<UdpSessions>>,
 }
+
+/// What a peer over the connection limits is told before it is closed.
+const SERVER_FULL: Reply<'static> = Reply::Error {
+    code: ErrorCode::ServerFull,
+    message: "too many connections, try again later",
+};
 
 /// The arbiters sessions run on: the current one plus `threads - 1` new
 /// ones. The registry stays on the current arbiter.
@@ -61,6 +71,7 @@ impl LobbyServer {
             limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
             ids: SessionIds::default(),
             arbiters: session_arbiters(config.session_threads),
+            udp: Vec::new(),
             config,
         };
         server.listen(socket, TEXT_SERVICE)?;
@@ -77,15 +88,36 @@ impl LobbyServer {
         self.listen(socket, JSON_SERVICE)
     }
 
+    /// Also serves the text lobby over UDP on `socket`: one line per
+    /// datagram each way, each remote address a session in the same registry
+    /// until its idle timeout (no heartbeats: there is no connection to
+    /// keep). Logs `listening on ADDR (udp)` and returns that address.
+    ///
+    /// # Errors
+    /// Fails only if the socket's local address cannot be read.
+    pub fn serve_udp(&mut self, socket: UdpSocket) -> io::Result<SocketAddr> {
+        let local_addr = socket.local_addr()?;
+        let mut config = self.config.session_config();
+        config.heartbeat = None;
+        config.service = Arc::from(TEXT_SERVICE);
+        let refusal = SERVER_FULL.to_line();
+        let router = UdpSessions::start_on(
+            socket,
+            config,
+            SessionEvents::to_actor(&self.registry),
+            self.limiter.clone(),
+            self.ids.clone(),
+            refusal,
+        );
+        self.udp.push(router);
+        Ok(local_addr)
+    }
+
     fn listen(&mut self, socket: TcpListener, service: &str) -> io::Result<SocketAddr> {
         let local_addr = socket.local_addr()?;
-        let server_full = Reply::Error {
-            code: ErrorCode::ServerFull,
-            message: "too many connections, try again later",
-        };
         let refusal = match service {
-            JSON_SERVICE => server_full.to_json_line(),
-            _ => server_full.to_line(),
+            JSON_SERVICE => SERVER_FULL.to_json_line(),
+            _ => SERVER_FULL.to_line(),
         };
         let listener = Listener::new(
             socket,

@@ -5,8 +5,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use common::{Client, READ_TIMEOUT, Server};
 use serde_json::{Value, json};
@@ -90,26 +88,13 @@ impl JsonClient {
     }
 }
 
-/// Starts the lobby with a JSON listener; returns it and the JSON address,
-/// read from its `listening on ADDR (json)` log line.
+/// Starts the lobby with a JSON listener; returns it and the JSON address.
 fn lobby_with_json(extra: &[&str]) -> (Server, SocketAddr) {
     let mut args = vec!["--json-bind", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let server = Server::start(&args);
-    let deadline = Instant::now() + READ_TIMEOUT;
-    loop {
-        let found = server.log.lock().unwrap().iter().find_map(|line| {
-            let rest = line.split("listening on ").nth(1)?;
-            let (addr, service) = rest.split_once(' ')?;
-            (service == "(json)").then(|| addr.parse().ok()).flatten()
-        });
-        if let Some(addr) = found {
-            return (server, addr);
-        }
-        assert!(Instant::now() < deadline, "no `(json)` listener logged");
-        // Waiting for the server's own log line, bounded by the deadline.
-        thread::sleep(Duration::from_millis(10));
-    }
+    let json_addr = server.listener_addr("json");
+    (server, json_addr)
 }
 
 #[test]

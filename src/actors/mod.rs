@@ -4,3 +4,5 @@ pub mod listener;
 pub mod registry;
 pub mod session;
 pub mod udp;
+pub mod udp_peer;
+pub mod udp_sessions;

@@ -25,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use super::udp_peer::UdpPeer;
 use crate::config::SessionConfig;
 use crate::framing::{FrameError, FrameReader, Inbound};
 use crate::limiter::ConnectionPermit;
@@ -63,11 +64,11 @@ impl SessionIds {
 /// (a busy room's broadcasts) costs one message, not one per frame.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct TakeInbox;
+pub(crate) struct TakeInbox;
 
 /// Frames handed to a session by its handles that it has not taken yet.
 #[derive(Default)]
-struct Inbox {
+pub(crate) struct Inbox {
     frames: Mutex<VecDeque<Bytes>>,
     /// A `TakeInbox` is on its way; frames sent meanwhile ride along with it.
     notified: AtomicBool,
@@ -78,6 +79,36 @@ impl Inbox {
         // A push or a take cannot be interrupted half-way, so a poisoned lock
         // still guards a whole queue.
         self.frames.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes every waiting frame. The notification flag is cleared first, so
+    /// a frame sent after the take notifies anew.
+    pub(crate) fn take(&self) -> VecDeque<Bytes> {
+        self.notified.store(false, Ordering::Release);
+        std::mem::take(&mut *self.frames())
+    }
+}
+
+/// The actor behind a [`SessionHandle`]: a TCP session, or a UDP peer.
+#[derive(Clone)]
+pub(crate) enum SessionActor {
+    Tcp(Addr<Session>),
+    Udp(Addr<UdpPeer>),
+}
+
+impl SessionActor {
+    fn take_inbox(&self) {
+        match self {
+            SessionActor::Tcp(session) => session.do_send(TakeInbox),
+            SessionActor::Udp(peer) => peer.do_send(TakeInbox),
+        }
+    }
+
+    fn close(&self, close: Close) {
+        match self {
+            SessionActor::Tcp(session) => session.do_send(close),
+            SessionActor::Udp(peer) => peer.do_send(close),
+        }
     }
 }
 
@@ -168,6 +199,20 @@ struct HubRecipients {
 }
 
 impl SessionEvents {
+    pub(crate) fn opened(&self, opened: Opened) {
+        self.0.opened.do_send(opened);
+    }
+
+    pub(crate) fn activity(&self, session: SessionId, event: SessionEvent) {
+        self.0.activity.do_send(Activity { session, event });
+    }
+
+    pub(crate) fn closed(&self, session: SessionId, reason: DisconnectReason) {
+        self.0.closed.do_send(Closed { session, reason });
+    }
+}
+
+impl SessionEvents {
     /// Reports to the actor at `addr`.
     pub fn to_actor<A>(addr: &Addr<A>) -> Self
     where
@@ -197,7 +242,7 @@ pub struct SessionHandle {
     id: SessionId,
     /// One address rather than a recipient per message type: every clone of
     /// an address allocates, and the registry keeps a handle per session.
-    session: Addr<Session>,
+    session: SessionActor,
     inbox: Arc<Inbox>,
 }
 
@@ -210,6 +255,10 @@ impl fmt::Debug for SessionHandle {
 }
 
 impl SessionHandle {
+    pub(crate) fn new(id: SessionId, session: SessionActor, inbox: Arc<Inbox>) -> Self {
+        SessionHandle { id, session, inbox }
+    }
+
     /// The session's id.
     pub fn id(&self) -> SessionId {
         self.id
@@ -221,14 +270,14 @@ impl SessionHandle {
     pub fn send(&self, frame: Bytes) {
         self.inbox.frames().push_back(frame);
         if !self.inbox.notified.swap(true, Ordering::AcqRel) {
-            self.session.do_send(TakeInbox);
+            self.session.take_inbox();
         }
     }
 
     /// Asks the session to end for `reason`, writing `farewell` last when the
     /// reason [flushes output](DisconnectReason::flushes_output).
     pub fn close(&self, reason: DisconnectReason, farewell: Option<Bytes>) {
-        self.session.do_send(Close { reason, farewell });
+        self.session.close(Close { reason, farewell });
     }
 }
 
@@ -323,9 +372,7 @@ impl Session {
     /// are dropped instead: the hub's `Close` came after everything it meant
     /// to send, and a farewell must stay the last thing the peer reads.
     fn take_inbox(&mut self) {
-        // Cleared before taking, so a frame sent after the take notifies anew.
-        self.inbox.notified.store(false, Ordering::Release);
-        let frames = std::mem::take(&mut *self.inbox.frames());
+        let frames = self.inbox.take();
         if self.closing.is_none() {
             self.outbound.extend(frames);
         }
@@ -459,11 +506,11 @@ impl Actor for Session {
             return;
         };
         self.reading = Some(ctx.add_stream(FrameReader::new(read_half, self.config.framing)));
-        let handle = SessionHandle {
-            id: self.id,
-            session: ctx.address(),
-            inbox: self.inbox.clone(),
-        };
+        let handle = SessionHandle::new(
+            self.id,
+            SessionActor::Tcp(ctx.address()),
+            self.inbox.clone(),
+        );
         self.hub.0.opened.do_send(Opened {
             session: handle,
             peer: self.peer,
@@ -641,14 +688,14 @@ impl Outbound {
 
 /// A token bucket: `rate` tokens per second, holding at most `rate`.
 #[derive(Debug)]
-struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     tokens: f64,
     refilled: Instant,
 }
 
 impl TokenBucket {
-    fn new(rate: u32) -> Self {
+    pub(crate) fn new(rate: u32) -> Self {
         TokenBucket {
             rate: f64::from(rate),
             tokens: f64::from(rate),
@@ -656,7 +703,7 @@ impl TokenBucket {
         }
     }
 
-    fn try_take(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
         self.refilled = now;

@@ -123,6 +123,26 @@ impl Server {
         }
     }
 
+    /// The address of the listener that logged `listening on ADDR (service)`,
+    /// waiting (bounded) for the line: listeners start one after another.
+    pub fn listener_addr(&self, service: &str) -> SocketAddr {
+        let wanted = format!("({service})");
+        let deadline = Instant::now() + READ_TIMEOUT;
+        loop {
+            let found = self.log.lock().unwrap().iter().find_map(|line| {
+                let rest = line.split("listening on ").nth(1)?;
+                let (addr, label) = rest.split_once(' ')?;
+                (label == wanted).then(|| addr.parse().ok()).flatten()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "no `{wanted}` listener logged");
+            // Waiting for the server's own log line, bounded by the deadline.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Whether any logged line contains `needle`.
     pub fn logged(&self, needle: &str) -> bool {
         self.log
