@@ -19,8 +19,10 @@
 //!   heartbeat and idle timers, and the messages between a session and its hub
 //!   ([`Opened`], [`Activity`], [`Closed`], [`Close`]).
 //! - `actors::registry` — the [`Registry`]: the lobby's sessions, nicks and
-//!   rooms, and the commands an embedding program sends it ([`Kick`],
-//!   [`Broadcast`], [`ListRooms`], [`ListSessions`], [`Shutdown`]).
+//!   rooms, the commands an embedding program sends it ([`SendTo`],
+//!   [`Broadcast`], [`JoinRoom`], [`LeaveRoom`], [`Kick`], [`ListRooms`],
+//!   [`ListSessions`], [`Shutdown`]) and the [`LobbyEvent`]s it reports to
+//!   [`Subscribe`]rs.
 //! - `actors::udp` — the [`UdpEndpoint`]: one UDP socket, its datagrams
 //!   reported to a hub ([`Datagram`]) and sent for it ([`SendDatagram`]).
 //! - `actors::udp_sessions`, `actors::udp_peer` — the lobby over UDP: each
@@ -47,8 +49,8 @@ mod signal;
 
 pub use actors::listener::{Listener, StopAccepting};
 pub use actors::registry::{
-    Broadcast, JSON_SERVICE, Kick, ListRooms, ListSessions, Registry, SessionInfo, Shutdown,
-    TEXT_SERVICE,
+    Broadcast, JSON_SERVICE, JoinRoom, Kick, LeaveRoom, ListRooms, ListSessions, LobbyEvent,
+    Registry, SendTo, SessionInfo, Shutdown, Subscribe, TEXT_SERVICE,
 };
 pub use actors::session::{
     Activity, Close, Closed, Opened, Session, SessionEvent, SessionEvents, SessionHandle,

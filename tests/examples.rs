@@ -49,7 +49,14 @@ fn example_path(name: &str) -> PathBuf {
     let built = BUILD.get_or_init(|| {
         let mut cargo = Command::new(env!("CARGO"));
         cargo.args(["build", "--example", "echo", "--example", "greeter"]);
-        cargo.args(["--example", "udp_echo", "--example", "udp_time"]);
+        cargo.args([
+            "--example",
+            "udp_echo",
+            "--example",
+            "udp_time",
+            "--example",
+            "embed",
+        ]);
         cargo.args([
             "--manifest-path",
             concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
@@ -447,4 +454,35 @@ print(s.recv(1024).decode('utf-8'))
         .map(|c| if c.is_ascii_digit() { 'd' } else { c })
         .collect();
     assert_eq!(shape, "dddd-dd-dd dd:dd:dd", "got {time:?}");
+}
+
+// ---------------------------------------------------------------------------
+// embed
+
+#[test]
+fn embed_puts_players_in_the_game_and_its_tick_reaches_them() {
+    let server = example("embed");
+    let mut player = common::Client::connect(server.addr);
+    player.welcome();
+    let nick = player.nick.clone();
+    player.expect(&format!("JOIN game {nick}"));
+    player.expect(&format!("WHO game {nick}"));
+    player.send("move 2 -1");
+    let moved = format!(" {nick}=2,-1");
+    let mut saw_own_chat = false;
+    for _ in 0..500 {
+        let line = player.line();
+        if line == format!("MSG game {nick} move 2 -1") {
+            saw_own_chat = true;
+        } else if line.starts_with("MSG game tick ") && line.ends_with(&moved) {
+            assert!(saw_own_chat, "the move is applied after it was said");
+            return;
+        } else {
+            assert!(
+                line.starts_with("MSG game tick "),
+                "unexpected line {line:?}"
+            );
+        }
+    }
+    panic!("no tick showed {nick} at 2,-1");
 }

@@ -1,5 +1,6 @@
 //! An actix program that embeds the lobby talks to its registry with typed
-//! messages: kick a session, broadcast a frame, list rooms and sessions.
+//! messages: kick a session, broadcast or send a frame, move a session between
+//! rooms, list rooms and sessions, and subscribe to what happens.
 
 mod common;
 
@@ -10,9 +11,10 @@ use std::thread;
 use actix::Addr;
 use bytes::Bytes;
 use common::{Client, READ_TIMEOUT};
+use switchboard::protocol::Command;
 use switchboard::{
-    Broadcast, Kick, ListRooms, ListSessions, LobbyConfig, LobbyServer, Registry, SessionId,
-    SessionInfo,
+    Broadcast, DisconnectReason, JoinRoom, Kick, LeaveRoom, ListRooms, ListSessions, LobbyConfig,
+    LobbyEvent, LobbyServer, Registry, SendTo, SessionId, SessionInfo, Subscribe,
 };
 
 /// A lobby running in this process on its own actix system, stopped when
@@ -21,6 +23,7 @@ struct EmbeddedLobby {
     addr: SocketAddr,
     registry: Addr<Registry>,
     stop: Option<actix_rt::System>,
+    system: actix_rt::System,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -45,6 +48,7 @@ impl EmbeddedLobby {
         EmbeddedLobby {
             addr,
             registry,
+            system: system.clone(),
             stop: Some(system),
             thread: Some(thread),
         }
@@ -161,4 +165,102 @@ fn broadcast_reaches_a_room_or_everyone_and_lists_show_the_lobby() {
     assert_eq!(unknown_room, 0);
     // The probe's round trip proves the unknown room's frame reached no one.
     alice.expect_nothing_pending();
+}
+
+/// Forwards the lobby's events to the test thread.
+struct Forward(mpsc::Sender<LobbyEvent>);
+
+impl actix::Actor for Forward {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<LobbyEvent> for Forward {
+    type Result = ();
+
+    fn handle(&mut self, event: LobbyEvent, _: &mut Self::Context) {
+        let _ = self.0.send(event);
+    }
+}
+
+#[test]
+fn a_subscriber_sees_the_lobby_and_moves_sessions_between_rooms() {
+    let lobby = EmbeddedLobby::start();
+    let (events_tx, events) = mpsc::channel();
+    let forward =
+        actix::Actor::start_in_arbiter(lobby.system.arbiter(), move |_| Forward(events_tx));
+    lobby.ask(Subscribe {
+        events: forward.recipient(),
+    });
+    let next = || events.recv_timeout(READ_TIMEOUT).expect("an event in time");
+
+    let mut ann = Client::connect(lobby.addr);
+    ann.welcome();
+    let id = SessionId(ann.id);
+    assert!(matches!(next(), LobbyEvent::Connected { session, .. } if session == id));
+    ann.join("lobby");
+    ann.send("hi all");
+    ann.expect(&format!("MSG lobby {} hi all", ann.nick));
+    let joined = next();
+    assert!(
+        matches!(&joined, LobbyEvent::Command { session, command: Command::Join(room), .. }
+            if *session == id && room == "lobby"),
+        "{joined:?}"
+    );
+    let said = next();
+    assert_eq!(
+        said,
+        LobbyEvent::Command {
+            session: id,
+            nick: ann.nick.clone(),
+            room: Some("lobby".into()),
+            command: Command::Say("hi all".into()),
+        }
+    );
+
+    assert_eq!(
+        lobby.ask(JoinRoom {
+            session: id,
+            room: "arena".into()
+        }),
+        Ok(())
+    );
+    ann.expect(&format!("LEAVE lobby {}", ann.nick));
+    ann.expect(&format!("JOIN arena {}", ann.nick));
+    ann.expect(&format!("WHO arena {}", ann.nick));
+    let bad = lobby.ask(JoinRoom {
+        session: id,
+        room: "no spaces".into(),
+    });
+    assert_eq!(
+        bad.map_err(|rejection| rejection.code),
+        Err(switchboard::protocol::ErrorCode::BadName)
+    );
+
+    assert!(lobby.ask(SendTo {
+        session: id,
+        frame: Bytes::from_static(b"MSG arena host welcome\n")
+    }));
+    ann.expect("MSG arena host welcome");
+    assert!(lobby.ask(LeaveRoom { session: id }));
+    ann.expect(&format!("LEAVE arena {}", ann.nick));
+    assert!(!lobby.ask(LeaveRoom { session: id }));
+
+    ann.send("/quit");
+    ann.expect("BYE");
+    loop {
+        match next() {
+            LobbyEvent::Disconnected { session, reason } => {
+                assert_eq!((session, reason), (id, DisconnectReason::Quit));
+                break;
+            }
+            LobbyEvent::Command { command, .. } => {
+                assert!(matches!(command, Command::Quit(_)), "{command:?}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(!lobby.ask(SendTo {
+        session: id,
+        frame: Bytes::from_static(b"x\n")
+    }));
 }

@@ -10,6 +10,7 @@
 //! registry answers through each session's [`SessionHandle`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use actix::prelude::*;
@@ -19,7 +20,7 @@ use log::{debug, info};
 
 use super::session::{Activity, Closed, Opened, SessionEvent, SessionHandle, SessionId};
 use crate::protocol::{
-    Command, ErrorCode, Rejection, Reply, decode_text, parse_json_line, parse_line,
+    Command, ErrorCode, Rejection, Reply, decode_text, is_valid_name, parse_json_line, parse_line,
 };
 use crate::reason::DisconnectReason;
 
@@ -65,6 +66,80 @@ pub struct ListRooms;
 #[rtype(result = "Vec<SessionInfo>")]
 pub struct ListSessions;
 
+/// Deliver every [`LobbyEvent`] to `events` from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    /// The embedding program's actor.
+    pub events: Recipient<LobbyEvent>,
+}
+
+/// What happened in the lobby, for an embedding program that subscribed.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum LobbyEvent {
+    /// A session arrived (and was sent its `WELCOME`).
+    Connected {
+        /// The new session.
+        session: SessionId,
+        /// Its peer's address.
+        peer: SocketAddr,
+    },
+    /// A session's command was carried out (a refused one is not reported).
+    Command {
+        /// Who sent it.
+        session: SessionId,
+        /// Its nick when it sent it.
+        nick: String,
+        /// Its room when it sent it.
+        room: Option<String>,
+        /// The command.
+        command: Command,
+    },
+    /// A session ended; the registry has already forgotten it.
+    Disconnected {
+        /// The session.
+        session: SessionId,
+        /// Why it ended.
+        reason: DisconnectReason,
+    },
+}
+
+/// Send one already rendered frame (`\n` included) to one session. Answers
+/// whether the session exists.
+#[derive(Message, Debug)]
+#[rtype(result = "bool")]
+pub struct SendTo {
+    /// The session.
+    pub session: SessionId,
+    /// The frame, exactly as it goes on the wire.
+    pub frame: Bytes,
+}
+
+/// Move a session into a room on its behalf, exactly as if it had sent
+/// `/join ROOM` (its old room and the new one see `LEAVE` and `JOIN`).
+///
+/// # Errors
+/// The same as `/join`: `bad-name`, `room-full`; `no-such-nick` when the
+/// session does not exist.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), Rejection>")]
+pub struct JoinRoom {
+    /// The session.
+    pub session: SessionId,
+    /// The room.
+    pub room: String,
+}
+
+/// Take a session out of its room on its behalf, as if it had sent
+/// `/leave`. Answers whether it was in a room.
+#[derive(Message, Debug)]
+#[rtype(result = "bool")]
+pub struct LeaveRoom {
+    /// The session.
+    pub session: SessionId,
+}
+
 /// What [`ListSessions`] reports about one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -90,6 +165,8 @@ pub struct Registry {
     rooms: BTreeMap<Rc<str>, Vec<SessionId>>,
     /// `Some` once shutting down: who waits for the last session to end.
     draining: Option<Vec<oneshot::Sender<()>>>,
+    /// Actors of the embedding program that asked for [`LobbyEvent`]s.
+    subscribers: Vec<Recipient<LobbyEvent>>,
 }
 
 /// What the registry keeps per session. Names are shared `Rc<str>`s, so
@@ -175,6 +252,7 @@ impl Registry {
             nicks: HashMap::new(),
             rooms: BTreeMap::new(),
             draining: None,
+            subscribers: Vec::new(),
         }
     }
 
@@ -245,7 +323,17 @@ impl Registry {
         let result = match command {
             Ok(Some(command)) => {
                 debug!("session {id}: {command:?}");
-                self.execute(id, command)
+                let event = (!self.subscribers.is_empty()).then(|| LobbyEvent::Command {
+                    session: id,
+                    nick: member.nick.to_string(),
+                    room: member.room.as_deref().map(str::to_owned),
+                    command: command.clone(),
+                });
+                let result = self.execute(id, command);
+                if let (Ok(()), Some(event)) = (&result, event) {
+                    self.notify(&event);
+                }
+                result
             }
             Ok(None) => Ok(()),
             Err(rejection) => Err(rejection),
@@ -401,6 +489,12 @@ impl Registry {
         Ok(())
     }
 
+    fn notify(&self, event: &LobbyEvent) {
+        for subscriber in &self.subscribers {
+            subscriber.do_send(event.clone());
+        }
+    }
+
     /// The session whose nick is `nick`, compared case-insensitively.
     fn find_by_nick(&self, nick: &str) -> Option<SessionId> {
         let key = nick.to_ascii_lowercase();
@@ -489,6 +583,7 @@ impl Handler<Opened> for Registry {
         if self.draining.is_some() {
             self.close(id, DisconnectReason::Shutdown, Some(Reply::Shutdown));
         }
+        self.notify(&LobbyEvent::Connected { session: id, peer });
     }
 }
 
@@ -543,6 +638,7 @@ impl Handler<Closed> for Registry {
             };
             self.broadcast(&room, quit);
         }
+        self.notify(&LobbyEvent::Disconnected { session, reason });
         if self.draining.is_some() {
             self.finish_draining_if_empty();
         }
@@ -596,6 +692,62 @@ impl Handler<Broadcast> for Registry {
             self.send_to(id, frame.clone());
         }
         recipients.len()
+    }
+}
+
+impl Handler<Subscribe> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, Subscribe { events }: Subscribe, _: &mut Self::Context) {
+        self.subscribers.push(events);
+    }
+}
+
+impl Handler<SendTo> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, SendTo { session, frame }: SendTo, _: &mut Self::Context) -> bool {
+        let found = self.members.contains_key(&session);
+        self.send_to(session, frame);
+        found
+    }
+}
+
+impl Handler<JoinRoom> for Registry {
+    type Result = Result<(), Rejection>;
+
+    fn handle(
+        &mut self,
+        JoinRoom { session, room }: JoinRoom,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        let Some(member) = self.members.get(&session) else {
+            return Err(Rejection::new(ErrorCode::NoSuchNick, "no such session"));
+        };
+        if !is_valid_name(&room) {
+            return Err(Rejection::new(
+                ErrorCode::BadName,
+                "names are 1-32 characters of A-Z a-z 0-9 _ -",
+            ));
+        }
+        let (nick, current) = (member.nick.clone(), member.room.clone());
+        self.join(session, &nick, current.as_deref(), room)
+    }
+}
+
+impl Handler<LeaveRoom> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, LeaveRoom { session }: LeaveRoom, _: &mut Self::Context) -> bool {
+        let in_room = self
+            .members
+            .get(&session)
+            .is_some_and(|member| member.room.is_some());
+        if in_room {
+            // Cannot be refused: the session is in a room.
+            let _ = self.execute(session, Command::Leave);
+        }
+        in_room
     }
 }
 
