@@ -11,6 +11,43 @@
 //! up after every session that ends. Every way a session ends is one
 //! [`DisconnectReason`], reported exactly once.
 //!
+//! ## Example
+//!
+//! A lobby on a port the program bound, with the program's own actor told
+//! of every session that arrives:
+//!
+//! ```no_run
+//! use actix::prelude::*;
+//! use switchboard::{LobbyConfig, LobbyEvent, LobbyServer, Subscribe};
+//!
+//! struct Greeter;
+//!
+//! impl Actor for Greeter {
+//!     type Context = Context<Self>;
+//! }
+//!
+//! impl Handler<LobbyEvent> for Greeter {
+//!     type Result = ();
+//!
+//!     fn handle(&mut self, event: LobbyEvent, _: &mut Context<Self>) {
+//!         if let LobbyEvent::Connected { session, peer } = event {
+//!             log::info!("session {session} arrived from {peer}");
+//!         }
+//!     }
+//! }
+//!
+//! #[actix::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let socket = tokio::net::TcpListener::bind("127.0.0.1:7878").await?;
+//!     let lobby = LobbyServer::start(socket, LobbyConfig::default())?;
+//!     let events = Greeter.start().recipient();
+//!     lobby.registry().do_send(Subscribe { events });
+//!     switchboard::shutdown_signal().await?;
+//!     lobby.shutdown(std::time::Duration::from_secs(5)).await;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! ## Layout
 //!
 //! - `actors::listener` — the [`Listener`]: accepting, connection limits,

@@ -194,8 +194,10 @@ fn text_and_json_clients_share_a_room() {
         .expect(json!({"event": "msg", "room": "hall", "nick": "jay", "text": "hello text"}));
     text.expect("MSG hall jay hello text");
 
+    text.send("/quit");
+    text.expect("BYE");
+    json_client.expect(json!({"event": "quit", "room": "hall", "nick": "tex", "reason": "quit"}));
     drop(json_client);
-    text.expect("QUIT hall jay closed");
 }
 
 #[test]

@@ -264,3 +264,39 @@ fn a_subscriber_sees_the_lobby_and_moves_sessions_between_rooms() {
         frame: Bytes::from_static(b"x\n")
     }));
 }
+
+#[test]
+fn a_host_shuts_the_lobby_down_and_learns_when_every_session_is_gone() {
+    let (started, ready) = mpsc::channel();
+    let (finished, outcome) = mpsc::channel();
+    let (shut_down, shutdown_requested) = futures::channel::oneshot::channel::<()>();
+    let host = thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind 127.0.0.1:0");
+            let lobby = LobbyServer::start(socket, LobbyConfig::default()).expect("start");
+            started.send(lobby.local_addr()).expect("test thread waits");
+            let _ = shutdown_requested.await;
+            let all_closed = lobby.shutdown(READ_TIMEOUT).await;
+            finished.send(all_closed).expect("test thread waits");
+        });
+    });
+    let addr = ready.recv_timeout(READ_TIMEOUT).expect("lobby started");
+    let mut ann = Client::connect(addr);
+    ann.welcome();
+    ann.join("hall");
+    let mut bob = Client::connect(addr);
+    bob.welcome();
+
+    shut_down.send(()).expect("host waits");
+    for client in [&mut ann, &mut bob] {
+        client.expect("SHUTDOWN");
+        client.expect_eof();
+    }
+    let all_closed = outcome
+        .recv_timeout(READ_TIMEOUT)
+        .expect("shutdown finished");
+    assert!(all_closed, "every session ended within the grace period");
+    host.join().expect("host thread ends");
+}

@@ -94,19 +94,30 @@ impl Handler<SendDatagram> for UdpEndpoint {
 }
 
 /// The datagrams arriving on `socket`, empty ones included. It never ends:
-/// receive errors concern one peer, not the socket, and are skipped.
+/// receive errors concern one peer, not the socket, and are skipped; so are
+/// datagrams over [`MAX_DATAGRAM`]. Both are logged and counted.
 fn received(socket: Arc<UdpSocket>) -> impl Stream<Item = Datagram> {
     let buffer = vec![0; MAX_DATAGRAM + 1];
-    futures::stream::unfold((socket, buffer), |(socket, mut buffer)| async move {
-        loop {
-            match socket.recv_from(&mut buffer).await {
-                Ok((len, from)) if len <= MAX_DATAGRAM => {
-                    let payload = Bytes::copy_from_slice(&buffer[..len]);
-                    return Some((Datagram { from, payload }, (socket, buffer)));
+    let skipped = 0u64;
+    futures::stream::unfold(
+        (socket, buffer, skipped),
+        |(socket, mut buffer, mut skipped)| async move {
+            loop {
+                match socket.recv_from(&mut buffer).await {
+                    Ok((len, from)) if len <= MAX_DATAGRAM => {
+                        let payload = Bytes::copy_from_slice(&buffer[..len]);
+                        return Some((Datagram { from, payload }, (socket, buffer, skipped)));
+                    }
+                    Ok((_, from)) => {
+                        skipped += 1;
+                        debug!("oversized datagram from {from} dropped ({skipped} skipped)");
+                    }
+                    Err(error) => {
+                        skipped += 1;
+                        debug!("receive failed: {error} ({skipped} skipped)");
+                    }
                 }
-                Ok((_, from)) => debug!("oversized datagram from {from} dropped"),
-                Err(error) => debug!("receive failed: {error}"),
             }
-        }
-    })
+        },
+    )
 }
