@@ -10,18 +10,18 @@
 //! prefix included; a declared length over `--max-frame` closes that
 //! connection. A partial line or frame at end of input is dropped.
 
+mod support;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use actix::prelude::*;
 use clap::{Parser, ValueEnum};
-use log::info;
 use switchboard::{
     Activity, Closed, DisconnectReason, Framing, Listener, Opened, SessionConfig, SessionEvent,
-    SessionEvents, SessionHandle, SessionId, shutdown_signal,
+    SessionEvents, SessionHandle, SessionId,
 };
-use tokio::net::TcpListener;
 
 /// Writes every chunk, line or frame received back to its sender.
 #[derive(Debug, Parser)]
@@ -110,29 +110,16 @@ impl Handler<Closed> for Echo {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    actix_rt::System::new().block_on(serve(args.bind, args.framing()))
-}
-
-async fn serve(bind: SocketAddr, framing: Framing) -> ExitCode {
-    let socket = match TcpListener::bind(bind).await {
-        Ok(socket) => socket,
-        Err(error) => {
-            eprintln!("echo: cannot listen on {bind}: {error}");
-            return ExitCode::FAILURE;
+    let framing = args.framing();
+    support::run("echo", async move {
+        let socket = support::bind_tcp(args.bind).await?;
+        let hub = Echo {
+            framing,
+            sessions: HashMap::new(),
         }
-    };
-    let hub = Echo {
-        framing,
-        sessions: HashMap::new(),
-    }
-    .start();
-    let config = SessionConfig::new(framing);
-    Listener::new(socket, "echo", config, SessionEvents::to_actor(&hub)).start();
-    if let Err(error) = shutdown_signal().await {
-        eprintln!("echo: cannot listen for signals: {error}");
-        return ExitCode::FAILURE;
-    }
-    info!("shutting down");
-    ExitCode::SUCCESS
+        .start();
+        let config = SessionConfig::new(framing);
+        Listener::new(socket, "echo", config, SessionEvents::to_actor(&hub)).start();
+        support::until_signal().await
+    })
 }

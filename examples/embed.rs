@@ -6,6 +6,8 @@
 //! player; every 50 ms the tick broadcasts the state to the room as
 //! `MSG game tick <n> <nick>=<x>,<y> …`. Try it with `nc 127.0.0.1 7878`.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,9 +19,7 @@ use clap::Parser;
 use switchboard::protocol::Command;
 use switchboard::{
     Broadcast, JoinRoom, LobbyConfig, LobbyEvent, LobbyServer, Registry, SessionId, Subscribe,
-    shutdown_signal,
 };
-use tokio::net::TcpListener;
 
 const ROOM: &str = "game";
 const TICK: Duration = Duration::from_millis(50);
@@ -107,35 +107,18 @@ impl Handler<LobbyEvent> for GameTick {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    actix_rt::System::new().block_on(serve(args.bind))
-}
-
-async fn serve(bind: SocketAddr) -> ExitCode {
-    let socket = match TcpListener::bind(bind).await {
-        Ok(socket) => socket,
-        Err(error) => {
-            eprintln!("embed: cannot listen on {bind}: {error}");
-            return ExitCode::FAILURE;
+    support::run("embed", async move {
+        let socket = support::bind_tcp(args.bind).await?;
+        let lobby = LobbyServer::start(socket, LobbyConfig::default())
+            .map_err(|error| format!("cannot start: {error}"))?;
+        let _game = GameTick {
+            registry: lobby.registry().clone(),
+            players: BTreeMap::new(),
+            ticks: 0,
         }
-    };
-    let lobby = match LobbyServer::start(socket, LobbyConfig::default()) {
-        Ok(lobby) => lobby,
-        Err(error) => {
-            eprintln!("embed: cannot start: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let _game = GameTick {
-        registry: lobby.registry().clone(),
-        players: BTreeMap::new(),
-        ticks: 0,
-    }
-    .start();
-    if let Err(error) = shutdown_signal().await {
-        eprintln!("embed: cannot listen for signals: {error}");
-        return ExitCode::FAILURE;
-    }
-    lobby.shutdown(Duration::from_secs(5)).await;
-    ExitCode::SUCCESS
+        .start();
+        support::until_signal().await?;
+        lobby.shutdown(Duration::from_secs(5)).await;
+        Ok(())
+    })
 }

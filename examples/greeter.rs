@@ -6,6 +6,8 @@
 //! returns is one message (raw framing), so the tutorial's client, which sends
 //! names without newlines, works unchanged.
 
+mod support;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -13,12 +15,10 @@ use std::process::ExitCode;
 use actix::prelude::*;
 use bytes::Bytes;
 use clap::Parser;
-use log::info;
 use switchboard::{
     Activity, Closed, DisconnectReason, Framing, Listener, Opened, SessionConfig, SessionEvent,
-    SessionEvents, SessionHandle, SessionId, shutdown_signal,
+    SessionEvents, SessionHandle, SessionId,
 };
-use tokio::net::TcpListener;
 
 const WELCOME: &[u8] = b"Server: Welcome!\n";
 /// Sent after the welcome and after every greeting; the tutorial's client
@@ -93,25 +93,11 @@ fn reply(session: &SessionHandle, reply: Bytes) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    actix_rt::System::new().block_on(serve(args.bind))
-}
-
-async fn serve(bind: SocketAddr) -> ExitCode {
-    let socket = match TcpListener::bind(bind).await {
-        Ok(socket) => socket,
-        Err(error) => {
-            eprintln!("greeter: cannot listen on {bind}: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let hub = Greeter::default().start();
-    let config = SessionConfig::new(Framing::Raw);
-    Listener::new(socket, "greeter", config, SessionEvents::to_actor(&hub)).start();
-    if let Err(error) = shutdown_signal().await {
-        eprintln!("greeter: cannot listen for signals: {error}");
-        return ExitCode::FAILURE;
-    }
-    info!("shutting down");
-    ExitCode::SUCCESS
+    support::run("greeter", async move {
+        let socket = support::bind_tcp(args.bind).await?;
+        let hub = Greeter::default().start();
+        let config = SessionConfig::new(Framing::Raw);
+        Listener::new(socket, "greeter", config, SessionEvents::to_actor(&hub)).start();
+        support::until_signal().await
+    })
 }

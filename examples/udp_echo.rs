@@ -3,14 +3,14 @@
 //! The UDP echo server of the classic socket tutorials: every datagram (up
 //! to 65,507 bytes, empty ones too) is sent back unchanged to whoever sent it.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use actix::prelude::*;
 use clap::Parser;
-use log::info;
-use switchboard::{Datagram, SendDatagram, UdpEndpoint, shutdown_signal};
-use tokio::net::UdpSocket;
+use switchboard::{Datagram, SendDatagram, UdpEndpoint};
 
 /// Sends every datagram back to its sender.
 #[derive(Debug, Parser)]
@@ -39,26 +39,12 @@ impl Handler<Datagram> for Echo {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    actix_rt::System::new().block_on(serve(args.bind))
-}
-
-async fn serve(bind: SocketAddr) -> ExitCode {
-    let socket = match UdpSocket::bind(bind).await {
-        Ok(socket) => socket,
-        Err(error) => {
-            eprintln!("udp_echo: cannot listen on {bind}: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The echo answers through the endpoint that reports to it.
-    let _echo = Echo::create(|ctx| Echo {
-        endpoint: UdpEndpoint::new(socket, "udp echo", ctx.address().recipient()).start(),
-    });
-    if let Err(error) = shutdown_signal().await {
-        eprintln!("udp_echo: cannot listen for signals: {error}");
-        return ExitCode::FAILURE;
-    }
-    info!("shutting down");
-    ExitCode::SUCCESS
+    support::run("udp_echo", async move {
+        let socket = support::bind_udp(args.bind).await?;
+        // The echo answers through the endpoint that reports to it.
+        let _echo = Echo::create(|ctx| Echo {
+            endpoint: UdpEndpoint::new(socket, "udp echo", ctx.address().recipient()).start(),
+        });
+        support::until_signal().await
+    })
 }

@@ -4,15 +4,15 @@
 //! tutorial's client sends `time?`) is answered with the current local time
 //! as `YYYY-MM-DD HH:MM:SS`.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use clap::Parser;
-use log::info;
-use switchboard::{Datagram, SendDatagram, UdpEndpoint, shutdown_signal};
-use tokio::net::UdpSocket;
+use switchboard::{Datagram, SendDatagram, UdpEndpoint};
 
 /// Answers every datagram with the local time.
 #[derive(Debug, Parser)]
@@ -45,26 +45,12 @@ impl Handler<Datagram> for Clock {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    actix_rt::System::new().block_on(serve(args.bind))
-}
-
-async fn serve(bind: SocketAddr) -> ExitCode {
-    let socket = match UdpSocket::bind(bind).await {
-        Ok(socket) => socket,
-        Err(error) => {
-            eprintln!("udp_time: cannot listen on {bind}: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The clock answers through the endpoint that reports to it.
-    let _clock = Clock::create(|ctx| Clock {
-        endpoint: UdpEndpoint::new(socket, "udp time", ctx.address().recipient()).start(),
-    });
-    if let Err(error) = shutdown_signal().await {
-        eprintln!("udp_time: cannot listen for signals: {error}");
-        return ExitCode::FAILURE;
-    }
-    info!("shutting down");
-    ExitCode::SUCCESS
+    support::run("udp_time", async move {
+        let socket = support::bind_udp(args.bind).await?;
+        // The clock answers through the endpoint that reports to it.
+        let _clock = Clock::create(|ctx| Clock {
+            endpoint: UdpEndpoint::new(socket, "udp time", ctx.address().recipient()).start(),
+        });
+        support::until_signal().await
+    })
 }
