@@ -14,26 +14,17 @@ use switchboard::protocol::{Command, ErrorCode, Rejection, decode_text, parse_li
 use switchboard::{FrameDecoder, FrameError, Framing, Inbound};
 use tokio_util::codec::Decoder;
 
+/// The reference model and decoder driver shared with the fuzz targets.
+#[path = "../fuzz/src/lib.rs"]
+#[allow(dead_code)]
+mod model;
+
+use model::{check_outcome, decode_reads, expected_lines};
+
 /// Cases for the cheap decoder properties.
 const CASES_DECODER: u32 = 2048;
 /// Cases for the parser properties.
 const CASES_PARSER: u32 = 2048;
-
-/// The error codes SPEC §3 lists for `ERR <code> <text>`.
-const SPEC_CODES: [&str; 12] = [
-    "unknown-command",
-    "bad-name",
-    "nick-taken",
-    "not-in-room",
-    "room-full",
-    "no-such-nick",
-    "line-too-long",
-    "bad-encoding",
-    "server-full",
-    "idle-timeout",
-    "bad-args",
-    "rate-limited",
-];
 
 fn config(cases: u32) -> Config {
     Config {
@@ -47,23 +38,8 @@ fn config(cases: u32) -> Config {
 // Driving a decoder
 // ---------------------------------------------------------------------------
 
-/// Feeds `reads` one after the other, draining `decode` after each, then
-/// drains `decode_eof`, as `FramedRead` does. Panics (failing the property)
-/// if the decoder yields more items than there are bytes plus one, which is
-/// what "terminates" means here: every item consumes input.
-fn decode_reads(framing: Framing, reads: &[&[u8]]) -> Vec<Inbound> {
-    let mut decoder = FrameDecoder::new(framing);
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    let budget = reads.iter().map(|r| r.len()).sum::<usize>() + 1;
-    for read in reads {
-        buf.extend_from_slice(read);
-        drain(&mut decoder, &mut buf, &mut out, budget, false);
-    }
-    drain(&mut decoder, &mut buf, &mut out, budget, true);
-    out
-}
-
+/// Drains `decode` (or `decode_eof`) into `out`, failing if the decoder errs,
+/// does not terminate within `budget` items, or leaves bytes after EOF.
 fn drain(
     decoder: &mut FrameDecoder,
     buf: &mut BytesMut,
@@ -105,33 +81,6 @@ fn split_at_cuts<'a>(data: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
     }
     reads.push(&data[start..]);
     reads
-}
-
-/// What SPEC §3 and `framing.rs` say a line decoder produces for `input`
-/// in one piece: each `\n`-terminated line, one trailing `\r` removed, is a
-/// `Frame` if it has at most `max_line` bytes and `Oversized` otherwise. An
-/// unterminated tail is dropped — unless it is already known to be too long
-/// (longer than `max_line` even without a final `\r`), which the decoder
-/// reports as soon as it knows ("reported once, as soon as it is known to be
-/// too long").
-fn expected_lines(input: &[u8], max_line: usize) -> Vec<Inbound> {
-    let mut pieces: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
-    let tail = pieces.pop().expect("split yields at least one piece");
-    let mut out: Vec<Inbound> = pieces
-        .into_iter()
-        .map(|line| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.len() > max_line {
-                Inbound::Oversized
-            } else {
-                Inbound::Frame(Bytes::copy_from_slice(line))
-            }
-        })
-        .collect();
-    if tail.strip_suffix(b"\r").unwrap_or(tail).len() > max_line {
-        out.push(Inbound::Oversized);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -226,60 +175,6 @@ fn recase(word: &str, mask: u32) -> String {
 /// Runs a received line through the lobby's two steps, as a session does.
 fn handle_line(bytes: &[u8]) -> Result<Option<Command>, Rejection> {
     parse_line(decode_text(bytes)?)
-}
-
-/// Checks the shape of any parse outcome for `line`.
-fn check_outcome(line: &str, outcome: &Result<Option<Command>, Rejection>) {
-    match outcome {
-        Ok(None) => assert!(line.is_empty(), "only an empty line is ignored"),
-        Ok(Some(command)) => {
-            assert!(!line.is_empty());
-            match command {
-                Command::Nick(name) | Command::Join(name) | Command::Who(Some(name)) => {
-                    assert!(
-                        switchboard::protocol::is_valid_name(name),
-                        "{line:?} parsed to invalid name {name:?}"
-                    );
-                    // The name is the argument as sent: nothing vanished from it.
-                    let argument = line
-                        .split_once([' ', '\t'])
-                        .map(|(_, rest)| rest.trim_matches([' ', '\t']));
-                    assert_eq!(
-                        argument,
-                        Some(name.as_str()),
-                        "{line:?} lost part of its name"
-                    );
-                }
-                Command::Ping(Some(token)) | Command::Pong(Some(token)) => {
-                    assert!(!token.is_empty() && !token.contains([' ', '\t']));
-                }
-                Command::Msg { to, text } => {
-                    assert!(!to.is_empty() && !text.is_empty());
-                }
-                Command::Say(text) => {
-                    let expected = line.strip_prefix('/').unwrap_or(line);
-                    assert_eq!(text, expected, "chat text is the line, one `/` unescaped");
-                }
-                _ => {}
-            }
-        }
-        Err(rejection) => {
-            assert!(
-                SPEC_CODES.contains(&rejection.code.as_str()),
-                "code {:?} is not in SPEC §3",
-                rejection.code
-            );
-            assert!(
-                matches!(
-                    rejection.code,
-                    ErrorCode::UnknownCommand | ErrorCode::BadArgs | ErrorCode::BadName
-                ),
-                "parse_line answered {line:?} with {:?}, not a parse error",
-                rejection.code
-            );
-            assert!(line.starts_with('/') && !line.starts_with("//"));
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------

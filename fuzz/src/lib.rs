@@ -99,7 +99,7 @@ pub const SPEC_CODES: [&str; 12] = [
     "rate-limited",
 ];
 
-/// Panics unless `outcome` is a well-formed result of `parse_line(line)`.
+/// Checks the shape of any parse outcome for `line`.
 pub fn check_outcome(line: &str, outcome: &Result<Option<Command>, Rejection>) {
     match outcome {
         Ok(None) => assert!(line.is_empty(), "only an empty line is ignored"),
@@ -107,7 +107,10 @@ pub fn check_outcome(line: &str, outcome: &Result<Option<Command>, Rejection>) {
             assert!(!line.is_empty());
             match command {
                 Command::Nick(name) | Command::Join(name) | Command::Who(Some(name)) => {
-                    assert!(is_valid_name(name), "{line:?} gave invalid name {name:?}");
+                    assert!(
+                        is_valid_name(name),
+                        "{line:?} parsed to invalid name {name:?}"
+                    );
                     // The name is the argument as sent: nothing vanished from it.
                     let argument = line
                         .split_once([' ', '\t'])
@@ -121,19 +124,30 @@ pub fn check_outcome(line: &str, outcome: &Result<Option<Command>, Rejection>) {
                 Command::Ping(Some(token)) | Command::Pong(Some(token)) => {
                     assert!(!token.is_empty() && !token.contains([' ', '\t']));
                 }
-                Command::Msg { to, text } => assert!(!to.is_empty() && !text.is_empty()),
+                Command::Msg { to, text } => {
+                    assert!(!to.is_empty() && !text.is_empty());
+                }
                 Command::Say(text) => {
-                    assert_eq!(text, line.strip_prefix('/').unwrap_or(line));
+                    let expected = line.strip_prefix('/').unwrap_or(line);
+                    assert_eq!(text, expected, "chat text is the line, one `/` unescaped");
                 }
                 _ => {}
             }
         }
         Err(rejection) => {
-            assert!(SPEC_CODES.contains(&rejection.code.as_str()));
-            assert!(matches!(
-                rejection.code,
-                ErrorCode::UnknownCommand | ErrorCode::BadArgs | ErrorCode::BadName
-            ));
+            assert!(
+                SPEC_CODES.contains(&rejection.code.as_str()),
+                "code {:?} is not in SPEC §3",
+                rejection.code
+            );
+            assert!(
+                matches!(
+                    rejection.code,
+                    ErrorCode::UnknownCommand | ErrorCode::BadArgs | ErrorCode::BadName
+                ),
+                "parse_line answered {line:?} with {:?}, not a parse error",
+                rejection.code
+            );
             assert!(line.starts_with('/') && !line.starts_with("//"));
         }
     }
