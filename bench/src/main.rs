@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! switchboard-bench SCENARIO [options] --target switchboard|baseline|both --runs N [--json]
+//!                   [--threads N] [--server-cpus LIST] [--client-cpus LIST]
 //! ```
 //!
 //! Every run starts a fresh server from `target/release` (rebuilding it first
@@ -10,6 +11,7 @@
 //! kills it afterwards. With `--target both` the targets alternate run by run
 //! and the report gives per-target medians and switchboard/baseline ratios.
 
+mod affinity;
 mod net;
 mod procfs;
 mod progress;
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use affinity::Pinning;
 use report::{Outcome, Report, RunRecord};
 use scenarios::Scenario;
 use server::{Binaries, ServerProc, Target};
@@ -87,6 +90,24 @@ pub struct Common {
     /// No progress line on stderr
     #[arg(long)]
     pub quiet: bool,
+    /// Pass `--threads N` to every server started (default: pass nothing)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+    /// CPUs the server may run on, e.g. 0-7, 8-15 or 0,2,4-6 (default: all)
+    #[arg(long, value_name = "LIST")]
+    pub server_cpus: Option<String>,
+    /// CPUs this generator (all its threads and processes) may run on (default: all)
+    #[arg(long, value_name = "LIST")]
+    pub client_cpus: Option<String>,
+}
+
+impl Common {
+    /// The server flags these options add: `--threads N` when given.
+    fn server_args(&self) -> Vec<String> {
+        self.threads
+            .map(|n| vec!["--threads".to_owned(), n.to_string()])
+            .unwrap_or_default()
+    }
 }
 
 /// What a scenario's run is given besides its server.
@@ -118,9 +139,17 @@ fn main() -> ExitCode {
         Command::Slow(args) => Box::new(args),
         Command::IdleWorker(args) => return scenarios::idle::worker_main(args),
     };
-    match run_scenario(scenario.as_ref()) {
+    let common = scenario.common();
+    let pinning =
+        match Pinning::from_options(common.server_cpus.as_deref(), common.client_cpus.as_deref()) {
+            Ok(pinning) => pinning,
+            Err(error) => {
+                eprintln!("switchboard-bench: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    match run_scenario(scenario.as_ref(), &pinning) {
         Ok(report) => {
-            let common = scenario.common();
             if common.json {
                 println!(
                     "{}",
@@ -142,7 +171,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_scenario(scenario: &dyn Scenario) -> BenchResult<Report> {
+fn run_scenario(scenario: &dyn Scenario, pinning: &Pinning) -> BenchResult<Report> {
     let common = scenario.common().clone();
     let targets: Vec<Target> = match common.target {
         TargetChoice::Switchboard => vec![Target::Switchboard],
@@ -153,6 +182,9 @@ fn run_scenario(scenario: &dyn Scenario) -> BenchResult<Report> {
     if !common.no_build {
         binaries.ensure_built(&targets, scenario.service())?;
     }
+    // After the build (cargo runs on every CPU), before any other thread or
+    // runtime exists: the generator's threads all inherit this.
+    pinning.pin_generator()?;
     let mut runs = Vec::new();
     for run in 1..=common.runs as usize {
         for &target in &targets {
@@ -170,8 +202,17 @@ fn run_scenario(scenario: &dyn Scenario) -> BenchResult<Report> {
             if !common.quiet {
                 eprintln!("{label} …");
             }
-            let extra = scenario.server_args(target);
-            let mut server = ServerProc::launch(&binaries, target, scenario.service(), &extra)?;
+            let mut extra = scenario.server_args(target);
+            extra.extend(common.server_args());
+            let mut server = ServerProc::launch(
+                &binaries,
+                target,
+                scenario.service(),
+                &extra,
+                pinning.server_cpus(),
+            )?;
+            // What the kernel says the server may run on, before the load.
+            let server_allowed = affinity::allowed_list(server.pid);
             let overflows_before = procfs::listen_overflows();
             let result = scenario.run(&mut server, &ctx);
             let overflows = procfs::listen_overflows().saturating_sub(overflows_before);
@@ -181,6 +222,14 @@ fn run_scenario(scenario: &dyn Scenario) -> BenchResult<Report> {
                 failed.check("run completed", false, error.to_string());
                 failed
             });
+            if let Some(cpus) = pinning.server_cpus() {
+                let allowed = server_allowed.unwrap_or_else(|| "?".to_owned());
+                outcome.check(
+                    "server on its CPUs",
+                    allowed == cpus.to_string(),
+                    format!("wanted {cpus}; the server's Cpus_allowed_list: {allowed}"),
+                );
+            }
             outcome.fig("listen queue overflows", "count", overflows as f64);
             if !alive {
                 outcome.check(
@@ -201,10 +250,37 @@ fn run_scenario(scenario: &dyn Scenario) -> BenchResult<Report> {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+    let mut description = scenario.describe();
+    let mut params = scenario.params();
+    let mut placement = Vec::new();
+    if let Some(threads) = common.threads {
+        placement.push(format!("server --threads {threads}"));
+    }
+    if let Some(cpus) = &pinning.server {
+        placement.push(format!("server on CPUs {cpus}"));
+    }
+    if let Some(cpus) = &pinning.client {
+        placement.push(format!("generator on CPUs {cpus}"));
+    }
+    if !placement.is_empty() {
+        description.push_str(&format!("; {}", placement.join(", ")));
+    }
+    if let serde_json::Value::Object(map) = &mut params {
+        map.insert("threads".to_owned(), serde_json::json!(common.threads));
+        let list = |cpus: &Option<affinity::CpuSet>| cpus.as_ref().map(ToString::to_string);
+        map.insert(
+            "server_cpus".to_owned(),
+            serde_json::json!(list(&pinning.server)),
+        );
+        map.insert(
+            "client_cpus".to_owned(),
+            serde_json::json!(list(&pinning.client)),
+        );
+    }
     Ok(Report {
         scenario: scenario.name().to_owned(),
-        description: scenario.describe(),
-        params: scenario.params(),
+        description,
+        params,
         targets,
         runs,
     })

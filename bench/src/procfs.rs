@@ -1,7 +1,11 @@
-//! What `/proc` says about a process: CPU time, resident memory, open files.
+//! What `/proc` says about a process: CPU time (also per thread), resident
+//! memory, open files.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+
+use serde::Serialize;
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of `/proc/PID/stat` times.
 pub fn clock_ticks_per_sec() -> f64 {
@@ -19,11 +23,18 @@ pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
         format!("/proc/{pid}/stat")
     };
     let stat = fs::read_to_string(path)?;
-    // The command name (field 2) may hold spaces; count from the last ')'.
-    let after = stat
+    parse_stat(&stat).map(|(_, ticks)| ticks)
+}
+
+/// The command name (field 2) and user + system ticks (fields 14 and 15) of
+/// a `/proc/PID/stat` or `/proc/PID/task/TID/stat` line.
+fn parse_stat(stat: &str) -> io::Result<(&str, u64)> {
+    // The command name may hold spaces and parentheses; it runs from the
+    // first '(' to the last ')'.
+    let (head, after) = stat
         .rsplit_once(')')
-        .map(|(_, rest)| rest)
         .ok_or_else(|| io::Error::other("malformed stat"))?;
+    let comm = head.split_once('(').map_or("", |(_, comm)| comm);
     let fields: Vec<&str> = after.split_whitespace().collect();
     // `after` starts at field 3, so field N is fields[N - 3].
     let field = |n: usize| -> io::Result<u64> {
@@ -32,7 +43,123 @@ pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| io::Error::other("malformed stat"))
     };
-    Ok(field(14)? + field(15)?)
+    Ok((comm, field(14)? + field(15)?))
+}
+
+/// User + system ticks of every thread of a process at one moment, with the
+/// threads' names (`comm`, as `/proc/PID/task/TID/comm` gives it).
+#[derive(Debug, Clone, Default)]
+pub struct ThreadTicks {
+    threads: BTreeMap<u32, (String, u64)>,
+}
+
+impl ThreadTicks {
+    /// Reads `/proc/PID/task/*/stat`. A thread that exits while the
+    /// directory is read is left out; nothing is read for pid 0.
+    pub fn read(pid: u32) -> ThreadTicks {
+        let mut threads = BTreeMap::new();
+        if pid == 0 {
+            return ThreadTicks { threads };
+        }
+        let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            return ThreadTicks { threads };
+        };
+        for entry in dir.flatten().take(100_000) {
+            let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Ok((comm, ticks)) = parse_stat(&stat) {
+                threads.insert(tid, (comm.to_owned(), ticks));
+            }
+        }
+        ThreadTicks { threads }
+    }
+
+    /// How the CPU time from `self` to `later` was spread over the threads:
+    /// each thread's ticks are its ticks at `later` minus those at `self`
+    /// (from 0 for a thread that appeared in between); a thread gone by
+    /// `later` is left out, as its last ticks are unknown. `None` when the
+    /// threads used no tick at all (or none could be read).
+    pub fn share_until(&self, later: &ThreadTicks) -> Option<ThreadShare> {
+        let mut deltas: Vec<(u32, &str, u64)> = Vec::with_capacity(later.threads.len());
+        let mut new_threads = 0;
+        for (&tid, (comm, end)) in &later.threads {
+            let start = match self.threads.get(&tid) {
+                // A lower count means the tid was reused by a new thread.
+                Some((_, start)) if start <= end => *start,
+                _ => {
+                    new_threads += 1;
+                    0
+                }
+            };
+            deltas.push((tid, comm, end - start));
+        }
+        let vanished_threads = self
+            .threads
+            .keys()
+            .filter(|tid| !later.threads.contains_key(tid))
+            .count();
+        let total_ticks: u64 = deltas.iter().map(|&(_, _, ticks)| ticks).sum();
+        if total_ticks == 0 {
+            return None;
+        }
+        // Busiest first; ties by tid, so the order is stable.
+        deltas.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        let busy_threads = deltas.iter().filter(|d| d.2 > 0).count();
+        let top: Vec<ThreadTime> = deltas
+            .iter()
+            .take(4)
+            .filter(|d| d.2 > 0)
+            .map(|&(tid, comm, ticks)| ThreadTime {
+                tid,
+                comm: comm.to_owned(),
+                ticks,
+            })
+            .collect();
+        let busiest = top[0].clone();
+        Some(ThreadShare {
+            busiest_pct: 100.0 * busiest.ticks as f64 / total_ticks as f64,
+            busiest,
+            total_ticks,
+            threads: later.threads.len(),
+            busy_threads,
+            new_threads,
+            vanished_threads,
+            top,
+        })
+    }
+}
+
+/// One thread's CPU time over an interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadTime {
+    pub tid: u32,
+    pub comm: String,
+    /// User + system clock ticks.
+    pub ticks: u64,
+}
+
+/// The busiest thread's share of a process's CPU time over an interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadShare {
+    /// The busiest thread's ticks over all threads' ticks, in percent.
+    pub busiest_pct: f64,
+    pub busiest: ThreadTime,
+    /// All threads' ticks over the interval.
+    pub total_ticks: u64,
+    /// Threads at the end of the interval.
+    pub threads: usize,
+    /// Threads that used at least one tick.
+    pub busy_threads: usize,
+    /// Threads that appeared during the interval (counted from 0).
+    pub new_threads: usize,
+    /// Threads that exited during the interval (their ticks are not counted).
+    pub vanished_threads: usize,
+    /// The (at most) four busiest threads, busiest first.
+    pub top: Vec<ThreadTime>,
 }
 
 /// CPU seconds of `pid` (0 = this process).
@@ -100,11 +227,12 @@ pub fn system_busy_secs() -> (f64, f64) {
     (busy as f64 / hz, irq as f64 / hz)
 }
 
-/// A CPU reading of the server, of this generator and of the whole machine,
-/// for the time in between.
-#[derive(Debug, Clone, Copy)]
+/// A CPU reading of the server (in all and per thread), of this generator
+/// and of the whole machine, for the time in between.
+#[derive(Debug, Clone)]
 pub struct CpuMark {
     server: f64,
+    server_threads: ThreadTicks,
     client: f64,
     system: f64,
     irq: f64,
@@ -112,11 +240,13 @@ pub struct CpuMark {
 }
 
 impl CpuMark {
-    /// Reads both now.
+    /// Reads them all now.
     pub fn now(server_pid: u32) -> Self {
+        let server_threads = ThreadTicks::read(server_pid);
         let (system, irq) = system_busy_secs();
         CpuMark {
             server: cpu_secs(server_pid),
+            server_threads,
             client: cpu_secs(0),
             system,
             irq,
@@ -124,7 +254,7 @@ impl CpuMark {
         }
     }
 
-    /// CPU used from `self` to `later`: (server secs, client secs, wall secs).
+    /// CPU used from `self` to `later`.
     pub fn until(&self, later: &CpuMark) -> CpuSpan {
         CpuSpan {
             server_secs: later.server - self.server,
@@ -132,18 +262,21 @@ impl CpuMark {
             system_secs: later.system - self.system,
             irq_secs: later.irq - self.irq,
             wall_secs: later.at.duration_since(self.at).as_secs_f64(),
+            server_threads: self.server_threads.share_until(&later.server_threads),
         }
     }
 }
 
 /// CPU used over a measured interval.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CpuSpan {
     pub server_secs: f64,
     pub client_secs: f64,
     pub system_secs: f64,
     pub irq_secs: f64,
     pub wall_secs: f64,
+    /// How the server's CPU time was spread over its threads.
+    pub server_threads: Option<ThreadShare>,
 }
 
 impl CpuSpan {

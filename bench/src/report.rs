@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::procfs::ThreadShare;
 use crate::server::Target;
 
 /// One measured number.
@@ -27,6 +28,10 @@ pub struct Outcome {
     pub figures: Vec<Figure>,
     pub checks: Vec<Check>,
     pub notes: Vec<String>,
+    /// How the server's CPU time over the measured interval was spread over
+    /// its threads (the busiest one's name, ticks and share).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_threads: Option<ThreadShare>,
 }
 
 impl Outcome {

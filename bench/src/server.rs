@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::BenchResult;
+use crate::affinity::{self, CpuSet};
 
 /// Which implementation a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -185,12 +186,14 @@ pub struct ServerProc {
 }
 
 impl ServerProc {
-    /// Starts `target`'s program for `service` with `extra` flags.
+    /// Starts `target`'s program for `service` with `extra` flags, on the
+    /// CPUs `cpus` if given (set in the child before exec).
     pub fn launch(
         binaries: &Binaries,
         target: Target,
         service: Service,
         extra: &[String],
+        cpus: Option<&CpuSet>,
     ) -> BenchResult<ServerProc> {
         let path = binaries.path(target, service);
         let mut command = Command::new(&path);
@@ -225,6 +228,9 @@ impl ServerProc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         kill_with_parent(&mut command);
+        if let Some(cpus) = cpus {
+            affinity::pin_child(&mut command, cpus);
+        }
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", path.display()))?;

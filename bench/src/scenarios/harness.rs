@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LobbyClient, report_errors, secs};
 use crate::net::ConnectOpts;
-use crate::procfs::{self, CpuMark, CpuSpan};
+use crate::procfs::{self, CpuMark, CpuSpan, ThreadShare};
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::server::ServerProc;
@@ -151,7 +151,8 @@ pub fn latency_figs(outcome: &mut Outcome, what: &str, latencies: &Latencies) {
 }
 
 /// Server CPU per `unit` of work (`count` of them), then the CPU shares of the
-/// server, the generator, softirq and everything else over `span`.
+/// server, its busiest thread, the generator, softirq and everything else
+/// over `span`.
 pub fn cpu_figs(outcome: &mut Outcome, span: &CpuSpan, unit: &str, count: u64) {
     outcome.fig(
         &format!("server CPU per {unit}"),
@@ -159,10 +160,49 @@ pub fn cpu_figs(outcome: &mut Outcome, span: &CpuSpan, unit: &str, count: u64) {
         span.server_us_per(count),
     );
     outcome.fig("server CPU", "%", span.server_pct());
+    thread_share_fig(outcome, span.server_threads.as_ref());
     outcome.fig("generator CPU", "%", span.client_pct());
     outcome.fig("softirq CPU (loopback TCP)", "%", span.irq_pct());
     outcome.fig("other processes CPU (noise)", "%", span.other_pct());
 }
+
+/// The figure `busiest thread share of server CPU` (%), the thread's name in
+/// a note and the whole spread in the run's JSON; notes instead when the
+/// server used no measurable CPU or threads exited meanwhile.
+pub fn thread_share_fig(outcome: &mut Outcome, share: Option<&ThreadShare>) {
+    let Some(share) = share else {
+        outcome.note("server threads used no clock tick in the interval: no busiest-thread share");
+        return;
+    };
+    outcome.fig(BUSIEST_THREAD, "%", share.busiest_pct);
+    outcome.note(format!(
+        "busiest server thread: {} (tid {}), {} of {} ticks; {} thread{}, {} busy",
+        share.busiest.comm,
+        share.busiest.tid,
+        share.busiest.ticks,
+        share.total_ticks,
+        share.threads,
+        if share.threads == 1 { "" } else { "s" },
+        share.busy_threads
+    ));
+    if share.total_ticks < 100 {
+        outcome.note(format!(
+            "the busiest-thread share rests on {} clock ticks of {:.0} ms: coarse, measure longer",
+            share.total_ticks,
+            1000.0 / procfs::clock_ticks_per_sec()
+        ));
+    }
+    if share.vanished_threads > 0 {
+        outcome.note(format!(
+            "{} server threads exited during the interval; their ticks are not in the busiest-thread share",
+            share.vanished_threads
+        ));
+    }
+    outcome.server_threads = Some(share.clone());
+}
+
+/// The figure name of the busiest server thread's share of server CPU.
+pub const BUSIEST_THREAD: &str = "busiest thread share of server CPU";
 
 /// What a round-trip client task records into: the run's phase, the shared
 /// latency histogram and the progress count.

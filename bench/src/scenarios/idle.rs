@@ -105,6 +105,7 @@ impl Scenario for IdleArgs {
         let rss_before = procfs::rss_kib(server.pid)?;
         let fds_before = procfs::fd_count(server.pid);
         let cpu_before = procfs::cpu_secs(server.pid);
+        let threads_before = procfs::ThreadTicks::read(server.pid);
         let exe = std::env::current_exe()?;
         let start = Instant::now();
         let mut workers = Vec::new();
@@ -138,6 +139,7 @@ impl Scenario for IdleArgs {
         }
         let connect_secs = start.elapsed().as_secs_f64();
         let cpu_after = procfs::cpu_secs(server.pid);
+        let threads = threads_before.share_until(&procfs::ThreadTicks::read(server.pid));
         let rss_loaded = procfs::rss_kib(server.pid)?;
         if !ctx.quiet {
             eprintln!(
@@ -180,6 +182,7 @@ impl Scenario for IdleArgs {
             "µs",
             (cpu_after - cpu_before) * 1e6 / connected.max(1) as f64,
         );
+        super::harness::thread_share_fig(&mut outcome, threads.as_ref());
         outcome.fig("RSS before", "KiB", rss_before as f64);
         outcome.fig("RSS when all answered", "KiB", rss_loaded as f64);
         outcome.fig("RSS 1 s later", "KiB", rss_settled as f64);
