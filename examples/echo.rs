@@ -12,16 +12,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use actix::prelude::*;
 use clap::{Parser, ValueEnum};
-use switchboard::{
-    Activity, Closed, DisconnectReason, Framing, Listener, Opened, SessionConfig, SessionEvent,
-    SessionEvents, SessionHandle, SessionId,
-};
+use switchboard::bytes::Bytes;
+use switchboard::{Framing, LobbyConfig, Protocol, Server, SessionConfig, SessionContext, config};
 
 /// Writes every chunk, line or frame received back to its sender.
 #[derive(Debug, Parser)]
@@ -35,6 +31,9 @@ struct Args {
     /// Longest line or frame payload accepted, in bytes
     #[arg(long, default_value_t = 1 << 20)]
     max_frame: usize,
+    /// Threads that sessions are spread over [default: one per core]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -61,65 +60,39 @@ impl Args {
     }
 }
 
-/// The hub every session reports to. Events carry only a session's id, so
-/// the hub keeps each session's handle from `Opened` until `Closed`.
+/// The echo protocol: each session answers its own frames, on its own
+/// thread; nothing crosses to another session.
 struct Echo {
     framing: Framing,
-    sessions: HashMap<SessionId, SessionHandle>,
 }
 
-impl Actor for Echo {
-    type Context = Context<Self>;
-}
-
-impl Handler<Opened> for Echo {
-    type Result = ();
-
-    fn handle(&mut self, Opened { session, .. }: Opened, _: &mut Context<Self>) {
-        self.sessions.insert(session.id(), session);
+impl Protocol for Echo {
+    fn frame(&mut self, cx: &mut SessionContext<'_>, payload: Bytes) {
+        cx.send_bytes(self.framing.encode(&payload));
     }
-}
 
-impl Handler<Activity> for Echo {
-    type Result = ();
-
-    fn handle(&mut self, Activity { session, event }: Activity, _: &mut Context<Self>) {
-        let Some(handle) = self.sessions.get(&session) else {
-            return;
-        };
-        match event {
-            SessionEvent::Frame(payload) => handle.send(self.framing.encode(&payload)),
-            // Replies to earlier chunks are already queued ahead of the close.
-            SessionEvent::InputClosed => handle.close(DisconnectReason::Closed, None),
-            SessionEvent::Oversized => {
-                log::debug!("session {session}: line over the limit dropped")
-            }
-            // Without timers or rate limits nothing else is reported.
-            _ => {}
-        }
+    fn oversized(&mut self, cx: &mut SessionContext<'_>) {
+        log::debug!("session {}: line over the limit dropped", cx.id());
     }
-}
-
-impl Handler<Closed> for Echo {
-    type Result = ();
-
-    fn handle(&mut self, Closed { session, .. }: Closed, _: &mut Context<Self>) {
-        self.sessions.remove(&session);
-    }
+    // End of input: the default closes once every echo is written.
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let framing = args.framing();
+    let threads = args
+        .threads
+        .map_or_else(config::default_threads, usize::from);
     support::run("echo", async move {
         let socket = support::bind_tcp(args.bind).await?;
-        let hub = Echo {
-            framing,
-            sessions: HashMap::new(),
-        }
-        .start();
+        let mut server = Server::new(LobbyConfig {
+            threads,
+            ..LobbyConfig::default()
+        });
         let config = SessionConfig::new(framing);
-        Listener::new(socket, "echo", config, SessionEvents::to_actor(&hub)).start();
+        server
+            .serve(socket, "echo", config, move || Echo { framing })
+            .map_err(|error| format!("cannot serve: {error}"))?;
         support::until_signal().await
     })
 }

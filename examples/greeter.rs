@@ -8,16 +8,13 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use actix::prelude::*;
-use bytes::Bytes;
 use clap::Parser;
+use switchboard::bytes::Bytes;
 use switchboard::{
-    Activity, Closed, DisconnectReason, Framing, Listener, Opened, SessionConfig, SessionEvent,
-    SessionEvents, SessionHandle, SessionId,
+    DisconnectReason, Framing, LobbyConfig, Protocol, Server, SessionConfig, SessionContext,
 };
 
 const WELCOME: &[u8] = b"Server: Welcome!\n";
@@ -34,70 +31,34 @@ struct Args {
     bind: SocketAddr,
 }
 
-/// The hub every session reports to. Events carry only a session's id, so
-/// the hub keeps each session's handle from `Opened` until `Closed`.
-#[derive(Default)]
-struct Greeter {
-    sessions: HashMap<SessionId, SessionHandle>,
-}
+/// The greeter protocol: each reply goes out in one piece, so that one
+/// `recv` of the tutorial's client gets it all.
+struct Greeter;
 
-impl Actor for Greeter {
-    type Context = Context<Self>;
-}
-
-impl Handler<Opened> for Greeter {
-    type Result = ();
-
-    fn handle(&mut self, Opened { session, .. }: Opened, _: &mut Context<Self>) {
-        reply(&session, [WELCOME, PROMPT].concat().into());
-        self.sessions.insert(session.id(), session);
+impl Protocol for Greeter {
+    fn opened(&mut self, cx: &mut SessionContext<'_>) {
+        cx.send_bytes([WELCOME, PROMPT].concat().into());
     }
-}
 
-impl Handler<Activity> for Greeter {
-    type Result = ();
-
-    fn handle(&mut self, Activity { session, event }: Activity, _: &mut Context<Self>) {
-        let Some(session) = self.sessions.get(&session) else {
-            return;
-        };
-        match event {
-            SessionEvent::Frame(name) if name == b"exit"[..] => {
-                let farewell = Some(Bytes::from_static(GOOD_BYE));
-                session.close(DisconnectReason::Quit, farewell);
-            }
-            SessionEvent::Frame(name) => {
-                let hello = [b"Server: Hello ", &name[..], b"!\n", PROMPT].concat();
-                reply(session, hello.into());
-            }
-            SessionEvent::InputClosed => session.close(DisconnectReason::Closed, None),
-            // Raw framing without timers or rate limits reports nothing else.
-            _ => {}
+    fn frame(&mut self, cx: &mut SessionContext<'_>, name: Bytes) {
+        if name == b"exit"[..] {
+            let farewell = Some(Bytes::from_static(GOOD_BYE));
+            return cx.close(DisconnectReason::Quit, farewell);
         }
+        let hello = [b"Server: Hello ", &name[..], b"!\n", PROMPT].concat();
+        cx.send_bytes(hello.into());
     }
-}
-
-impl Handler<Closed> for Greeter {
-    type Result = ();
-
-    fn handle(&mut self, Closed { session, .. }: Closed, _: &mut Context<Self>) {
-        self.sessions.remove(&session);
-    }
-}
-
-/// Queues one reply, in one piece so that one `recv` of the client gets it
-/// all.
-fn reply(session: &SessionHandle, reply: Bytes) {
-    session.send(reply);
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     support::run("greeter", async move {
         let socket = support::bind_tcp(args.bind).await?;
-        let hub = Greeter::default().start();
+        let mut server = Server::new(LobbyConfig::default());
         let config = SessionConfig::new(Framing::Raw);
-        Listener::new(socket, "greeter", config, SessionEvents::to_actor(&hub)).start();
+        server
+            .serve(socket, "greeter", config, || Greeter)
+            .map_err(|error| format!("cannot serve: {error}"))?;
         support::until_signal().await
     })
 }

@@ -1,9 +1,9 @@
 //! Limits and timings, with the documented defaults of the lobby binary.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::event::Wire;
 use crate::framing::Framing;
 
 /// Sessions beyond this many are refused with `ERR server-full`.
@@ -21,11 +21,11 @@ pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 /// How long a closing session may spend writing what it still owes the peer.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Threads that sessions run on, unless configured: one. On a 2-core machine
-/// shared with its load generator, one thread measured best in every bench
-/// scenario (cross-thread wake-ups cost more than the second core gave);
-/// more threads pay off where cores are to spare.
-pub const DEFAULT_SESSION_THREADS: usize = 1;
+/// Threads that sessions, rooms and names are spread over, unless
+/// configured: one per core the process may use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
 
 /// Everything one session needs to know about its limits.
 #[derive(Debug, Clone)]
@@ -45,10 +45,8 @@ pub struct SessionConfig {
     pub max_frames_per_sec: Option<NonZeroU32>,
     /// How long a closing session may take to write what it still owes.
     pub flush_timeout: Duration,
-    /// What the sessions' listener serves, reported in every
-    /// [`Opened`](crate::Opened); a [`Listener`](crate::Listener) sets it to
-    /// its label.
-    pub service: Arc<str>,
+    /// The wire format events are rendered in for these sessions.
+    pub wire: Wire,
 }
 
 impl SessionConfig {
@@ -62,7 +60,7 @@ impl SessionConfig {
             heartbeat: None,
             max_frames_per_sec: None,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
-            service: Arc::from(""),
+            wire: Wire::Text,
         }
     }
 }
@@ -86,8 +84,9 @@ pub struct LobbyConfig {
     pub max_per_ip: Option<usize>,
     /// Inbound lines per session per second; `None` for no limit.
     pub max_msgs_per_sec: Option<NonZeroU32>,
-    /// Threads that sessions run on (the registry shares the first).
-    pub session_threads: usize,
+    /// Threads that sessions, room sequencers and name shards are spread
+    /// over (the first is the thread that starts the server).
+    pub threads: usize,
 }
 
 impl Default for LobbyConfig {
@@ -101,14 +100,15 @@ impl Default for LobbyConfig {
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             max_per_ip: None,
             max_msgs_per_sec: None,
-            session_threads: DEFAULT_SESSION_THREADS,
+            threads: default_threads(),
         }
     }
 }
 
 impl LobbyConfig {
-    /// The per-session part of this configuration, for line framing.
-    pub fn session_config(&self) -> SessionConfig {
+    /// The per-session part of this configuration, for line framing in
+    /// `wire`.
+    pub fn session_config(&self, wire: Wire) -> SessionConfig {
         SessionConfig {
             framing: Framing::Lines {
                 max_line: self.max_line,
@@ -118,7 +118,7 @@ impl LobbyConfig {
             heartbeat: Some(self.heartbeat),
             max_frames_per_sec: self.max_msgs_per_sec,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
-            service: Arc::from(""),
+            wire,
         }
     }
 }

@@ -4,102 +4,124 @@
 //! server that runs on it.
 //!
 //! A [`Listener`] accepts connections and starts one [`Session`] actor per
-//! peer. A session owns its socket; it reports what happens on it (a frame
-//! arrived, the peer went silent, input ended) to a hub actor, and writes what
-//! the hub sends it through a bounded queue. The lobby's hub is the
-//! [`Registry`], which tracks nicks and rooms, answers every line, and cleans
-//! up after every session that ends. Every way a session ends is one
-//! [`DisconnectReason`], reported exactly once.
+//! peer. A session owns its socket and runs a [`Protocol`] inline, on its own
+//! thread: the lobby's, an echo, or an application's own game protocol.
+//! Whatever concerns other sessions goes through the [`Registry`]: rooms
+//! (each sequenced by one sequencer, delivered by one dispatcher per thread),
+//! unique names, and cleanup. Every way a session ends is one
+//! [`DisconnectReason`], and the registry forgets the session exactly once.
 //!
-//! ## Example
+//! ```text
+//!   Listener ──▶ Session (socket, framing, protocol) ──publish──▶ Sequencer of the room
+//!                   ▲                                                  │ one Deliver per
+//!                   └──────── shared event, via the inbox ◀── Dispatcher of each thread
+//! ```
 //!
-//! A lobby on a port the program bound, with the program's own actor told
-//! of every session that arrives:
+//! ## Example: a protocol of your own
+//!
+//! A session that greets its peer and broadcasts every line to its room,
+//! rendered per wire format:
 //!
 //! ```no_run
-//! use actix::prelude::*;
-//! use switchboard::{LobbyConfig, LobbyEvent, LobbyServer, Subscribe};
+//! use switchboard::bytes::Bytes;
+//! use switchboard::{Event, LobbyConfig, Protocol, RawFrame, Server, SessionConfig,
+//!                   SessionContext, Framing, SharedEvent};
 //!
-//! struct Greeter;
+//! struct Shout;
 //!
-//! impl Actor for Greeter {
-//!     type Context = Context<Self>;
-//! }
+//! impl Protocol for Shout {
+//!     fn opened(&mut self, cx: &mut SessionContext<'_>) {
+//!         cx.send(&RawFrame(Bytes::from_static(b"hello\n")));
+//!         cx.join("everyone", None, None);
+//!     }
 //!
-//! impl Handler<LobbyEvent> for Greeter {
-//!     type Result = ();
-//!
-//!     fn handle(&mut self, event: LobbyEvent, _: &mut Context<Self>) {
-//!         if let LobbyEvent::Connected { session, peer } = event {
-//!             log::info!("session {session} arrived from {peer}");
-//!         }
+//!     fn frame(&mut self, cx: &mut SessionContext<'_>, line: Bytes) {
+//!         let mut shout = line.to_ascii_uppercase();
+//!         shout.push(b'\n');
+//!         cx.publish(SharedEvent::new(RawFrame(shout.into())));
 //!     }
 //! }
 //!
 //! #[actix::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let socket = tokio::net::TcpListener::bind("127.0.0.1:7878").await?;
-//!     let lobby = LobbyServer::start(socket, LobbyConfig::default())?;
-//!     let events = Greeter.start().recipient();
-//!     lobby.registry().do_send(Subscribe { events });
+//!     let socket = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
+//!     let mut server = Server::new(LobbyConfig::default());
+//!     let config = SessionConfig::new(Framing::Lines { max_line: 1024 });
+//!     server.serve(socket, "shout", config, || Shout)?;
 //!     switchboard::shutdown_signal().await?;
-//!     lobby.shutdown(std::time::Duration::from_secs(5)).await;
+//!     server.shutdown(std::time::Duration::from_secs(5)).await;
 //!     Ok(())
 //! }
 //! ```
 //!
 //! ## Layout
 //!
-//! - `actors::listener` — the [`Listener`]: accepting, connection limits,
+//! - [`actors::listener`] — the [`Listener`]: accepting, connection limits,
 //!   accept-error back-off.
-//! - `actors::session` — the [`Session`]: framing, the bounded outbound queue,
-//!   heartbeat and idle timers, and the messages between a session and its hub
-//!   ([`Opened`], [`Activity`], [`Closed`], [`Close`]).
-//! - `actors::registry` — the [`Registry`]: the lobby's sessions, nicks and
-//!   rooms, the commands an embedding program sends it ([`SendTo`],
-//!   [`Broadcast`], [`JoinRoom`], [`LeaveRoom`], [`Kick`], [`ListRooms`],
-//!   [`ListSessions`], [`Shutdown`]) and the [`LobbyEvent`]s it reports to
-//!   [`Subscribe`]rs.
-//! - `actors::udp` — the [`UdpEndpoint`]: one UDP socket, its datagrams
-//!   reported to a hub ([`Datagram`]) and sent for it ([`SendDatagram`]).
-//! - `actors::udp_sessions`, `actors::udp_peer` — the lobby over UDP: each
-//!   remote address a session in the registry (`LobbyServer::serve_udp`).
-//! - `framing` — cutting a byte stream into raw chunks, bounded lines or
-//!   length-prefixed frames.
-//! - `protocol` — the text lobby protocol: parsing commands, rendering lines.
+//! - [`actors::session`] — the [`Session`]: socket, framing, the bounded
+//!   outbound queue, timers, rate limit; it runs its protocol.
+//! - [`actors::sequencer`] — a [`Sequencer`](actors::sequencer::Sequencer):
+//!   the one order of each room hashed to it, and the sequencer boundary a
+//!   networked engine can stand behind.
+//! - [`actors::dispatcher`] — one [`Dispatcher`](actors::dispatcher::Dispatcher)
+//!   per thread: that thread's sessions and their rooms.
+//! - [`actors::directory`] — a shard of the name directory (unique names).
+//! - [`actors::room_index`] — every room and its member count.
+//! - [`actors::udp`], [`actors::udp_sessions`], [`actors::udp_peer`] — UDP:
+//!   one socket, its per-address sessions.
+//! - `driver` — [`Protocol`], [`SessionContext`], and the engine sessions share.
+//! - `registry` — the [`Registry`] handle: routes requests to the actors above.
+//! - `event` — [`Event`], [`SharedEvent`], [`Wire`]: typed events rendered
+//!   once per wire format.
+//! - `handle` — [`SessionHandle`] and the inbox behind it.
+//! - `lobby` — the lobby protocol ([`Lobby`], [`LobbyLine`], [`LobbyEvent`]).
+//! - [`protocol`] — the lobby's wire format: parsing commands, rendering lines.
+//! - `framing` — raw chunks, bounded lines or length-prefixed frames.
 //! - `limiter` — connection slots, overall and per IP address.
 //! - `reason` — [`DisconnectReason`].
-//! - `config` — [`LobbyConfig`], [`SessionConfig`] and the default limits.
-//! - `server` — [`LobbyServer`]: the pieces wired into the lobby.
+//! - [`config`] — [`LobbyConfig`], [`SessionConfig`] and the default limits.
+//! - `server` — [`Server`]: the pieces wired together, with graceful shutdown.
 //! - `signal` — [`shutdown_signal`]: SIGINT or SIGTERM.
 
 #![warn(missing_docs)]
 
-mod actors;
+pub mod actors;
 pub mod config;
+mod drain;
+mod driver;
+mod event;
 mod framing;
+mod handle;
 mod limiter;
+mod lobby;
 pub mod protocol;
 mod reason;
+mod registry;
+mod room;
 mod server;
 mod signal;
 
+pub use actors::dispatcher::SessionInfo;
 pub use actors::listener::{Listener, StopAccepting};
-pub use actors::registry::{
-    Broadcast, JSON_SERVICE, JoinRoom, Kick, LeaveRoom, ListRooms, ListSessions, LobbyEvent,
-    Registry, SendTo, SessionInfo, Shutdown, Subscribe, TEXT_SERVICE,
-};
-pub use actors::session::{
-    Activity, Close, Closed, Opened, Session, SessionEvent, SessionEvents, SessionHandle,
-    SessionId, SessionIds,
-};
+pub use actors::session::Session;
 pub use actors::udp::{Datagram, MAX_DATAGRAM, SendDatagram, UdpEndpoint};
 pub use config::{LobbyConfig, SessionConfig};
+pub use driver::{ClosedSession, Protocol, REQUEST_CREDIT, SessionContext};
+pub use event::{Event, RawFrame, SharedEvent, Wire};
 pub use framing::{FrameDecoder, FrameError, FrameReader, Framing, Inbound};
+pub use handle::{Control, SessionHandle, SessionId, SessionIds};
 pub use limiter::{ConnectionLimiter, ConnectionPermit};
+pub use lobby::{Lobby, LobbyEvent, LobbyLine};
 pub use reason::DisconnectReason;
-pub use server::LobbyServer;
+pub use registry::Registry;
+pub use room::{Answer, Peer, RoomList, RoomName};
+pub use server::{LobbyServer, Server};
 pub use signal::shutdown_signal;
+
+/// The versions of actix and bytes switchboard is built with, re-exported so
+/// an embedding program uses the very same (an `Addr` or `Bytes` of another
+/// version is a different type).
+pub use {actix, actix_rt, bytes};
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[doc = include_str!("../README.md")]

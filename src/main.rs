@@ -63,9 +63,9 @@ struct Args {
     /// Also serve the text lobby over UDP on this address, one line per datagram
     #[arg(long)]
     udp_bind: Option<SocketAddr>,
-    /// Threads that sessions run on; the registry shares the first
-    #[arg(long, default_value_t = config::DEFAULT_SESSION_THREADS, value_parser = at_least_one)]
-    session_threads: usize,
+    /// Threads that sessions, rooms and names are spread over [default: one per core]
+    #[arg(long, alias = "session-threads", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 /// Parses a count that must be at least 1 (a limit of zero would refuse everything).
@@ -88,7 +88,9 @@ impl Args {
             outbound_queue: self.outbound_queue,
             max_per_ip: (self.max_per_ip > 0).then_some(self.max_per_ip),
             max_msgs_per_sec: NonZeroU32::new(self.max_msgs_per_sec),
-            session_threads: self.session_threads,
+            threads: self
+                .threads
+                .map_or_else(config::default_threads, usize::from),
         }
     }
 }

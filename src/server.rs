@@ -1,5 +1,6 @@
-//! The lobby server: a registry with a text listener (and optionally a JSON
-//! one) wired to it, and a graceful shutdown.
+//! The server: a registry on its threads, listeners feeding it sessions of
+//! a protocol (the lobby's, or an application's own), shared connection
+//! limits and ids, and a graceful shutdown that reaches every session.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,33 +13,43 @@ use log::{info, warn};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::actors::listener::{Listener, StopAccepting};
-use crate::actors::registry::{JSON_SERVICE, Registry, Shutdown, TEXT_SERVICE};
-use crate::actors::session::{SessionEvents, SessionIds};
-use crate::actors::udp_sessions::UdpSessions;
-use crate::config::LobbyConfig;
+use crate::actors::udp_sessions::{UdpService, UdpSessions};
+use crate::config::{LobbyConfig, SessionConfig};
+use crate::drain::Drain;
+use crate::driver::Protocol;
+use crate::event::Wire;
+use crate::handle::SessionIds;
 use crate::limiter::ConnectionLimiter;
+use crate::lobby::{Lobby, LobbyEvent, LobbyShared};
 use crate::protocol::{ErrorCode, Reply};
+use crate::registry::Registry;
 
-/// A running lobby: the text protocol of SPEC §3 on one listening socket,
-/// and the JSON protocol of §5 on another if [`LobbyServer::serve_json`] is
-/// called. Both share one registry, so text and JSON clients meet in the
-/// same rooms, and one connection limit.
+/// A running server: the lobby of SPEC §3 and §5, or any protocol of an
+/// application's own, on as many listening sockets as the program binds.
+/// All of them share one registry (rooms, names), one connection limit and
+/// one sequence of session ids, so text, JSON, UDP and custom sessions meet in
+/// the same rooms.
 ///
 /// Start it from inside a running actix `System`; it runs until
-/// [`LobbyServer::shutdown`] or until the system stops.
-pub struct LobbyServer {
-    registry: Addr<Registry>,
+/// [`Server::shutdown`] or until the system stops.
+pub struct Server {
+    registry: Registry,
     listeners: Vec<Addr<Listener>>,
-    local_addr: SocketAddr,
+    /// UDP routers: told to stop admitting new addresses at shutdown.
+    udp: Vec<Addr<UdpSessions>>,
+    /// The address of the first socket served.
+    local_addr: Option<SocketAddr>,
     config: LobbyConfig,
-    /// Shared by every listener: the limits count text and JSON sessions
-    /// together, and ids are unique across both.
+    /// Shared by every listener: the limits count all sessions together.
     limiter: ConnectionLimiter,
     ids: SessionIds,
-    arbiters: Vec<ArbiterHandle>,
-    /// Kept so the UDP routers live as long as the server.
-    udp: Vec<Addr<UdpSessions>>,
+    lobby: Arc<LobbyShared>,
+    /// Resolves once every session (and every listener) is gone.
+    drain: Drain,
 }
+
+/// The lobby server: a [`Server`] serving the lobby protocol.
+pub type LobbyServer = Server;
 
 /// What a peer over the connection limits is told before it is closed.
 const SERVER_FULL: Reply<'static> = Reply::Error {
@@ -46,17 +57,37 @@ const SERVER_FULL: Reply<'static> = Reply::Error {
     message: "too many connections, try again later",
 };
 
-/// The arbiters sessions run on: the current one plus `threads - 1` new
-/// ones. The registry stays on the current arbiter.
-fn session_arbiters(threads: usize) -> Vec<ArbiterHandle> {
+/// The threads of a server: the current one plus `threads - 1` new ones.
+fn arbiters(threads: usize) -> Vec<ArbiterHandle> {
     let mut arbiters = vec![Arbiter::current()];
-    arbiters.extend((1..threads).map(|_| Arbiter::new().handle()));
+    arbiters.extend((1..threads.max(1)).map(|_| Arbiter::new().handle()));
     arbiters
 }
 
-impl LobbyServer {
-    /// Starts serving the lobby on `socket`, which the caller bound (the
-    /// library never picks an address). Logs `listening on ADDR (text)`.
+impl Server {
+    /// A server with `config`'s limits and threads, serving nothing yet:
+    /// add sockets with [`Server::serve_text`], [`Server::serve_json`],
+    /// [`Server::serve_udp`] or [`Server::serve`].
+    ///
+    /// # Panics
+    /// When called outside a running actix `System`, like any actor start.
+    pub fn new(config: LobbyConfig) -> Self {
+        Server {
+            registry: Registry::start(arbiters(config.threads), config.room_capacity),
+            listeners: Vec::new(),
+            udp: Vec::new(),
+            local_addr: None,
+            limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
+            ids: SessionIds::default(),
+            lobby: Arc::default(),
+            drain: Drain::new(),
+            config,
+        }
+    }
+
+    /// Starts serving the text lobby on `socket`, which the caller bound
+    /// (the library never picks an address). Logs
+    /// `listening on ADDR (text)`.
     ///
     /// # Errors
     /// Fails only if the socket's local address cannot be read.
@@ -64,104 +95,144 @@ impl LobbyServer {
     /// # Panics
     /// When called outside a running actix `System`, like any actor start.
     pub fn start(socket: TcpListener, config: LobbyConfig) -> io::Result<Self> {
-        let mut server = LobbyServer {
-            registry: Registry::new(config.room_capacity).start(),
-            listeners: Vec::new(),
-            local_addr: socket.local_addr()?,
-            limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
-            ids: SessionIds::default(),
-            arbiters: session_arbiters(config.session_threads),
-            udp: Vec::new(),
-            config,
-        };
-        server.listen(socket, TEXT_SERVICE)?;
+        let mut server = Server::new(config);
+        server.serve_text(socket)?;
         Ok(server)
     }
 
-    /// Also serves the lobby as newline-delimited JSON (SPEC §5) on `socket`,
-    /// with the same registry, limits and session ids. Logs
-    /// `listening on ADDR (json)` and returns that address.
+    /// Also serves the text lobby (SPEC §3) on `socket`. Logs
+    /// `listening on ADDR (text)` and returns that address.
+    ///
+    /// # Errors
+    /// Fails only if the socket's local address cannot be read.
+    pub fn serve_text(&mut self, socket: TcpListener) -> io::Result<SocketAddr> {
+        self.serve_lobby(socket, "text", Wire::Text)
+    }
+
+    /// Also serves the lobby as newline-delimited JSON (SPEC §5) on `socket`.
+    /// Logs `listening on ADDR (json)` and returns that address.
     ///
     /// # Errors
     /// Fails only if the socket's local address cannot be read.
     pub fn serve_json(&mut self, socket: TcpListener) -> io::Result<SocketAddr> {
-        self.listen(socket, JSON_SERVICE)
+        self.serve_lobby(socket, "json", Wire::Json)
+    }
+
+    fn serve_lobby(
+        &mut self,
+        socket: TcpListener,
+        label: &str,
+        wire: Wire,
+    ) -> io::Result<SocketAddr> {
+        let lobby = self.lobby.clone();
+        let config = self.config.session_config(wire);
+        self.serve(socket, label, config, move || Lobby::new(lobby.clone()))
     }
 
     /// Also serves the text lobby over UDP on `socket`: one line per
-    /// datagram each way, each remote address a session in the same registry
-    /// until its idle timeout (no heartbeats: there is no connection to
-    /// keep). Logs `listening on ADDR (udp)` and returns that address.
+    /// datagram each way, each remote address a session until its idle
+    /// timeout (no heartbeats: there is no connection to keep). Logs
+    /// `listening on ADDR (udp)` and returns that address.
     ///
     /// # Errors
     /// Fails only if the socket's local address cannot be read.
     pub fn serve_udp(&mut self, socket: UdpSocket) -> io::Result<SocketAddr> {
         let local_addr = socket.local_addr()?;
-        let mut config = self.config.session_config();
+        let mut config = self.config.session_config(Wire::Text);
         config.heartbeat = None;
-        config.service = Arc::from(TEXT_SERVICE);
-        let refusal = SERVER_FULL.to_line();
-        let router = UdpSessions::start_on(
-            socket,
+        let service = UdpService {
             config,
-            SessionEvents::to_actor(&self.registry),
-            self.limiter.clone(),
-            self.ids.clone(),
-            refusal,
-        );
-        self.udp.push(router);
-        Ok(local_addr)
-    }
-
-    fn listen(&mut self, socket: TcpListener, service: &str) -> io::Result<SocketAddr> {
-        let local_addr = socket.local_addr()?;
-        let refusal = match service {
-            JSON_SERVICE => SERVER_FULL.to_json_line(),
-            _ => SERVER_FULL.to_line(),
+            registry: self.registry.clone(),
+            limiter: self.limiter.clone(),
+            ids: self.ids.clone(),
+            refusal: SERVER_FULL.to_line(),
+            drain: self.drain.guard(),
         };
-        let listener = Listener::new(
-            socket,
-            service,
-            self.config.session_config(),
-            SessionEvents::to_actor(&self.registry),
-        )
-        .with_limiter(self.limiter.clone(), Some(refusal))
-        .with_ids(self.ids.clone())
-        .with_arbiters(self.arbiters.clone())
-        .start();
-        self.listeners.push(listener);
+        let lobby = self.lobby.clone();
+        let router = UdpSessions::start_on(socket, service, move || Lobby::new(lobby.clone()));
+        self.udp.push(router);
+        self.local_addr.get_or_insert(local_addr);
         Ok(local_addr)
     }
 
-    /// The address the lobby listens on (the real port when port 0 was bound).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// Serves `socket` with sessions of an application's own protocol, made
+    /// by `protocol` for each connection, with `config`'s framing, timers
+    /// and wire format. They share this server's registry, limits and ids
+    /// with every other listener. Logs `listening on ADDR (label)` and
+    /// returns that address.
+    ///
+    /// # Errors
+    /// Fails only if the socket's local address cannot be read.
+    pub fn serve<P, F>(
+        &mut self,
+        socket: TcpListener,
+        label: &str,
+        config: SessionConfig,
+        protocol: F,
+    ) -> io::Result<SocketAddr>
+    where
+        P: Protocol,
+        F: Fn() -> P + Send + Sync + 'static,
+    {
+        let local_addr = socket.local_addr()?;
+        let refusal = match config.wire {
+            Wire::Json => SERVER_FULL.to_json_line(),
+            Wire::Text => SERVER_FULL.to_line(),
+        };
+        let registry = self.registry.clone();
+        let drain = self.drain.guard();
+        let listener = Listener::with_drain(socket, label, config, registry, protocol, drain)
+            .with_limiter(self.limiter.clone(), Some(refusal))
+            .with_ids(self.ids.clone())
+            .start();
+        self.listeners.push(listener);
+        self.local_addr.get_or_insert(local_addr);
+        Ok(local_addr)
     }
 
-    /// The registry actor, for programs that want to talk to it directly.
-    pub fn registry(&self) -> &Addr<Registry> {
+    /// The address of the first socket served (the real port when port 0 was
+    /// bound).
+    ///
+    /// # Panics
+    /// When nothing is served yet.
+    pub fn local_addr(&self) -> SocketAddr {
+        match self.local_addr {
+            Some(addr) => addr,
+            None => panic!("Server::local_addr before any socket was served"),
+        }
+    }
+
+    /// The registry, for programs that talk to it directly.
+    pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    /// Stops accepting, sends every session `SHUTDOWN` after what it is
-    /// already owed, and waits until every session has ended or `grace` has
+    /// Delivers every [`LobbyEvent`] of the lobby's sessions to `events`
+    /// from now on; a subscriber that stops is dropped.
+    pub fn subscribe(&self, events: Recipient<LobbyEvent>) {
+        self.lobby.subscribe(events);
+    }
+
+    /// Stops accepting, tells every session to shut down (the lobby:
+    /// `SHUTDOWN` after what it is already owed), including sessions still
+    /// starting, and waits until every session has ended or `grace` has
     /// passed, whichever is first.
     ///
     /// Returns `true` when every session ended within `grace`.
-    pub async fn shutdown(self, grace: Duration) -> bool {
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
         for listener in &self.listeners {
             listener.do_send(StopAccepting);
         }
-        match tokio::time::timeout(grace, self.registry.send(Shutdown)).await {
-            Ok(Ok(())) => {
-                info!("all sessions closed");
-                true
-            }
-            Ok(Err(_)) => true,
-            Err(_) => {
-                warn!("sessions still open after {grace:?}; stopping anyway");
-                false
-            }
+        for router in &self.udp {
+            router.do_send(StopAccepting);
+        }
+        self.registry.shutdown();
+        if self.drain.wait(grace).await {
+            info!("all sessions closed");
+            true
+        } else {
+            warn!("sessions still open after {grace:?}; stopping anyway");
+            false
         }
     }
 }

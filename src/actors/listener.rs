@@ -1,5 +1,7 @@
 //! The Listener actor: accepts TCP connections and starts one [`Session`] per
-//! peer, within the connection limits.
+//! peer, running the listener's protocol, within the connection limits.
+//! Session `id` starts on thread `id % threads`, so sessions are spread over
+//! every thread and the registry finds each by its id.
 //!
 //! Accepting never ends on an error: a failed accept is logged and, when it
 //! means the process is out of a resource (such as file descriptors), retried
@@ -10,16 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_rt::ArbiterHandle;
 use bytes::Bytes;
 use futures::Stream;
 use log::{debug, info, warn};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::session::{Session, SessionEvents, SessionIds};
+use super::session::Session;
 use crate::config::SessionConfig;
-use crate::limiter::ConnectionLimiter;
+use crate::drain::DrainGuard;
+use crate::driver::Protocol;
+use crate::handle::{SessionId, SessionIds};
+use crate::limiter::{ConnectionLimiter, ConnectionPermit};
+use crate::registry::Registry;
 
 /// The first pause after an accept error that means resources ran out.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -34,6 +39,10 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 #[rtype(result = "()")]
 pub struct StopAccepting;
 
+/// Starts one session for an accepted connection, on the thread its id
+/// belongs to.
+type Spawn = dyn Fn(TcpStream, SocketAddr, SessionId, Option<ConnectionPermit>) + Send + Sync;
+
 /// Accepts connections on one socket. See the module docs.
 pub struct Listener {
     /// Taken by `started()`, which turns it into the accept stream.
@@ -41,42 +50,86 @@ pub struct Listener {
     local_addr: Option<SocketAddr>,
     /// What this listener serves, for its `listening on` log line.
     label: String,
-    config: Arc<SessionConfig>,
-    hub: SessionEvents,
+    /// Starts a session of this listener's protocol.
+    spawn: Arc<Spawn>,
+    /// Admits peers; `None` admits everyone.
     limiter: Option<ConnectionLimiter>,
+    /// Numbers sessions; shared with the server's other listeners so ids
+    /// never collide.
     ids: SessionIds,
     /// Written to a peer refused by the limiter before it is closed.
     refusal: Option<Bytes>,
-    /// Arbiters that sessions are spread over, round-robin; empty means the
-    /// listener's own.
-    arbiters: Vec<ArbiterHandle>,
-    next_arbiter: usize,
+    /// Peers refused since the last summary line.
+    refused: u64,
 }
 
 impl Listener {
-    /// A listener on an already bound `socket` whose sessions use `config` and
-    /// report to `hub`. By default it admits everyone and numbers sessions
-    /// from 1. It logs itself as serving `label`, and its sessions report
-    /// `label` as their service in [`Opened`](super::session::Opened).
-    pub fn new(
+    /// A listener on an already bound `socket` whose sessions use `config`,
+    /// belong to `registry` and each run a protocol made by `protocol`. By
+    /// default it admits everyone and numbers sessions from 1. It logs
+    /// itself as serving `label`.
+    pub fn new<P, F>(
         socket: TcpListener,
         label: impl Into<String>,
-        mut config: SessionConfig,
-        hub: SessionEvents,
-    ) -> Self {
-        let label = label.into();
-        config.service = Arc::from(label.as_str());
+        config: SessionConfig,
+        registry: Registry,
+        protocol: F,
+    ) -> Self
+    where
+        P: Protocol,
+        F: Fn() -> P + Send + Sync + 'static,
+    {
+        Self::with_drain(socket, label, config, registry, protocol, None)
+    }
+
+    pub(crate) fn with_drain<P, F>(
+        socket: TcpListener,
+        label: impl Into<String>,
+        config: SessionConfig,
+        registry: Registry,
+        protocol: F,
+        drain: Option<DrainGuard>,
+    ) -> Self
+    where
+        P: Protocol,
+        F: Fn() -> P + Send + Sync + 'static,
+    {
+        let config = Arc::new(config);
+        let protocol = Arc::new(protocol);
+        let spawn = move |stream: TcpStream, peer, id, permit| {
+            // A socket belongs to the reactor it was registered with: hand it
+            // over unregistered, and register it on the session's own thread.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(error) => return warn!("cannot hand over {peer}: {error}"),
+            };
+            let (config, protocol, drain) = (config.clone(), protocol.clone(), drain.clone());
+            let session_registry = registry.clone();
+            let started =
+                registry.arbiter(registry.thread_of(id)).spawn_fn(
+                    move || match TcpStream::from_std(stream) {
+                        Ok(stream) => {
+                            let parts = (session_registry, protocol());
+                            Session::create(move |_| {
+                                Session::new(id, stream, peer, config, parts, permit, drain)
+                            });
+                        }
+                        Err(error) => warn!("cannot register {peer}: {error}"),
+                    },
+                );
+            if !started {
+                warn!("session thread is gone; {peer} dropped");
+            }
+        };
         Listener {
             local_addr: socket.local_addr().ok(),
             socket: Some(socket),
-            label,
-            config: Arc::new(config),
-            hub,
+            label: label.into(),
+            spawn: Arc::new(spawn),
             limiter: None,
             ids: SessionIds::default(),
             refusal: None,
-            arbiters: Vec::new(),
-            next_arbiter: 0,
+            refused: 0,
         }
     }
 
@@ -88,23 +141,15 @@ impl Listener {
         self
     }
 
-    /// Starts sessions on these arbiters in turn (each runs on its own
-    /// thread), so sessions' socket work uses more than one core. A room's
-    /// events stay in one order: the hub sequences them, and each session
-    /// writes what it is sent in order.
-    pub fn with_arbiters(mut self, arbiters: Vec<ArbiterHandle>) -> Self {
-        self.arbiters = arbiters;
-        self
-    }
-
     /// Draws session ids from `ids`, shared with other listeners.
     pub fn with_ids(mut self, ids: SessionIds) -> Self {
         self.ids = ids;
         self
     }
 
-    fn refuse(&self, mut stream: TcpStream, peer: SocketAddr) {
-        info!("refusing {peer}: connection limit reached");
+    fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        debug!("refusing {peer}: connection limit reached");
+        self.refused += 1;
         let refusal = self.refusal.clone();
         actix::spawn(async move {
             let farewell = async {
@@ -132,6 +177,17 @@ impl Actor for Listener {
             None => info!("listening ({})", self.label),
         }
         ctx.add_stream(accepted(socket));
+        // One line per second at most for refusals: a flood of them must not
+        // flood the log.
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            if act.refused > 0 {
+                info!(
+                    "refused {} connections ({}): limit reached",
+                    act.refused, act.label
+                );
+                act.refused = 0;
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -151,29 +207,7 @@ impl StreamHandler<(TcpStream, SocketAddr)> for Listener {
         if let Err(error) = stream.set_nodelay(true) {
             debug!("TCP_NODELAY on {peer}: {error}");
         }
-        let id = self.ids.next_id();
-        let config = self.config.clone();
-        let hub = self.hub.clone();
-        let Some(arbiter) = self.arbiters.get(self.next_arbiter) else {
-            Session::create(move |_| Session::new(id, stream, peer, config, hub, permit));
-            return;
-        };
-        self.next_arbiter = (self.next_arbiter + 1) % self.arbiters.len();
-        // A socket belongs to the reactor it was registered with: hand it
-        // over unregistered, and register it on the session's own thread.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(error) => return warn!("cannot hand over {peer}: {error}"),
-        };
-        let started = arbiter.spawn_fn(move || match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                Session::create(move |_| Session::new(id, stream, peer, config, hub, permit));
-            }
-            Err(error) => warn!("cannot register {peer}: {error}"),
-        });
-        if !started {
-            warn!("session arbiter is gone; {peer} dropped");
-        }
+        (self.spawn)(stream, peer, self.ids.next_id(), permit);
     }
 }
 

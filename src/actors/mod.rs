@@ -1,7 +1,10 @@
 //! The actors: one per file, each with the messages it handles beside it.
 
+pub mod directory;
+pub mod dispatcher;
 pub mod listener;
-pub mod registry;
+pub mod room_index;
+pub mod sequencer;
 pub mod session;
 pub mod udp;
 pub mod udp_peer;

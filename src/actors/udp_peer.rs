@@ -1,30 +1,36 @@
-//! The UdpPeer actor: one remote address of a UDP lobby, a session in the
-//! registry like any TCP peer.
+//! The UdpPeer actor: one remote address of a UDP service, a session like
+//! any TCP peer, running its protocol.
 //!
 //! Each datagram is one inbound line (a trailing `\n` or `\r\n` optional) and
 //! each line owed to the peer leaves as its own datagram. There is no
-//! connection to lose, so a peer ends by `/quit`, by its idle timeout, or by
-//! the hub closing it; whichever comes first is reported once, from
+//! connection to lose, so a peer ends by its protocol closing it, by its idle
+//! timeout, or by the server; whichever comes first is reported once, from
 //! `stopped()`, and the address is forgotten so its next datagram starts a
 //! new session.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use log::{debug, info};
+use log::debug;
 
-use super::session::{
-    Close, Inbox, Opened, SessionActor, SessionEvent, SessionEvents, SessionHandle, SessionId,
-    TakeInbox, TokenBucket,
-};
+use super::session::TokenBucket;
 use super::udp::{SendDatagram, UdpEndpoint};
 use crate::config::SessionConfig;
+use crate::drain::DrainGuard;
+use crate::driver::{Engine, Protocol};
 use crate::framing::Framing;
+use crate::handle::{Inbox, SessionHandle, SessionId, TakeInbox};
 use crate::limiter::ConnectionPermit;
 use crate::reason::DisconnectReason;
+use crate::registry::Registry;
+
+/// Datagrams held while the protocol waits for an answer; past this many a
+/// peer's datagrams are dropped, as UDP may drop any datagram.
+const MAX_HELD_DATAGRAMS: usize = 64;
 
 /// One datagram from the peer, passed on by its router.
 #[derive(Message, Debug)]
@@ -42,58 +48,69 @@ pub struct PeerGone {
     pub session: SessionId,
 }
 
-/// One UDP peer. See the module docs.
-pub struct UdpPeer {
+/// What a UDP peer is started with besides its protocol.
+pub(crate) struct UdpPeerParts {
+    pub id: SessionId,
+    pub peer: SocketAddr,
+    pub config: Arc<SessionConfig>,
+    pub registry: Registry,
+    pub endpoint: Addr<UdpEndpoint>,
+    pub router: Recipient<PeerGone>,
+    pub permit: Option<ConnectionPermit>,
+    pub drain: Option<DrainGuard>,
+}
+
+/// One UDP peer running protocol `P`. See the module docs.
+pub struct UdpPeer<P: Protocol> {
     id: SessionId,
     peer: SocketAddr,
     config: Arc<SessionConfig>,
-    hub: SessionEvents,
+    engine: Engine<P>,
     endpoint: Addr<UdpEndpoint>,
     router: Recipient<PeerGone>,
     inbox: Arc<Inbox>,
     last_inbound: Instant,
     rate_limit: Option<Box<TokenBucket>>,
+    /// Datagrams that arrived while the protocol waited for an answer.
+    held: VecDeque<Bytes>,
     stop_reason: Option<DisconnectReason>,
     /// The connection slot, held until the actor is gone.
     _permit: Option<ConnectionPermit>,
+    /// Held until the actor is gone, so a shutdown waits for this peer.
+    _drain: Option<DrainGuard>,
 }
 
-impl UdpPeer {
-    /// A session for `peer`, answering through `endpoint` and reporting to
-    /// `hub`; `router` is told when it ends.
-    pub fn new(
-        id: SessionId,
-        peer: SocketAddr,
-        config: Arc<SessionConfig>,
-        hub: SessionEvents,
-        endpoint: Addr<UdpEndpoint>,
-        router: Recipient<PeerGone>,
-        permit: Option<ConnectionPermit>,
-    ) -> Self {
-        let rate_limit = config
-            .max_frames_per_sec
-            .map(|rate| Box::new(TokenBucket::new(rate.get())));
-        UdpPeer {
+impl<P: Protocol> UdpPeer<P> {
+    pub(crate) fn new(parts: UdpPeerParts, protocol: P) -> Self {
+        let UdpPeerParts {
             id,
             peer,
             config,
-            hub,
+            registry,
             endpoint,
             router,
-            inbox: Arc::default(),
+            permit,
+            drain,
+        } = parts;
+        let rate_limit = config
+            .max_frames_per_sec
+            .map(|rate| Box::new(TokenBucket::new(rate.get())));
+        let inbox = Arc::new(Inbox::default());
+        let handle = SessionHandle::new(id, inbox.clone());
+        UdpPeer {
+            id,
+            peer,
+            engine: Engine::new(protocol, handle, peer, config.wire, registry),
+            config,
+            endpoint,
+            router,
+            inbox,
             last_inbound: Instant::now(),
             rate_limit,
+            held: VecDeque::new(),
             stop_reason: None,
             _permit: permit,
-        }
-    }
-
-    fn send_owed(&self) {
-        for frame in self.inbox.take() {
-            self.endpoint.do_send(SendDatagram {
-                to: self.peer,
-                payload: frame,
-            });
+            _drain: drain,
         }
     }
 
@@ -102,63 +119,41 @@ impl UdpPeer {
         ctx.stop();
     }
 
-    fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
-        let Some(idle) = self.config.idle_timeout else {
-            return;
-        };
-        let due = (self.last_inbound + idle).saturating_duration_since(Instant::now());
-        ctx.run_later(due, move |act, ctx| {
-            if act.stop_reason.is_some() {
+    /// Sends what the engine produced, handles held datagrams once the
+    /// protocol may read again, and closes when it asked to.
+    fn apply(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            if self.stop_reason.is_some() {
                 return;
             }
-            if act.last_inbound.elapsed() < idle {
-                return act.schedule_idle_check(ctx);
+            for payload in self.engine.take_output() {
+                self.endpoint.do_send(SendDatagram {
+                    to: self.peer,
+                    payload,
+                });
             }
-            act.hub.activity(act.id, SessionEvent::IdleTimeout);
-            // Should the hub not close it, the timeout still ends the peer.
-            ctx.run_later(act.config.flush_timeout, |act, ctx| {
-                act.end(DisconnectReason::IdleTimeout, ctx);
-            });
-        });
-    }
-}
-
-impl Actor for UdpPeer {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        let handle = SessionHandle::new(
-            self.id,
-            SessionActor::Udp(ctx.address()),
-            self.inbox.clone(),
-        );
-        self.hub.opened(Opened {
-            session: handle,
-            peer: self.peer,
-            service: self.config.service.clone(),
-        });
-        self.schedule_idle_check(ctx);
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        let reason = self.stop_reason.unwrap_or(DisconnectReason::Shutdown);
-        info!("udp session {} ({}) ended: {reason}", self.id, self.peer);
-        self.hub.closed(self.id, reason);
-        self.router.do_send(PeerGone {
-            peer: self.peer,
-            session: self.id,
-        });
-    }
-}
-
-impl Handler<Receive> for UdpPeer {
-    type Result = ();
-
-    fn handle(&mut self, Receive(datagram): Receive, _: &mut Self::Context) {
-        if self.stop_reason.is_some() {
-            return;
+            if let Some((reason, farewell)) = self.engine.take_close() {
+                // Datagrams leave at once: what is owed, then the farewell.
+                self.inbox.close();
+                if let Some(payload) = farewell.filter(|_| reason.flushes_output()) {
+                    self.endpoint.do_send(SendDatagram {
+                        to: self.peer,
+                        payload,
+                    });
+                }
+                return self.end(reason, ctx);
+            }
+            if self.engine.is_closing() || self.engine.input_paused() {
+                return;
+            }
+            let Some(datagram) = self.held.pop_front() else {
+                return;
+            };
+            self.receive(datagram);
         }
-        self.last_inbound = Instant::now();
+    }
+
+    fn receive(&mut self, datagram: Bytes) {
         let within_rate = self
             .rate_limit
             .as_mut()
@@ -168,44 +163,86 @@ impl Handler<Receive> for UdpPeer {
             Framing::Lines { max_line } => line.len() > max_line,
             _ => false,
         };
-        let event = if !within_rate {
-            SessionEvent::RateLimited
+        if !within_rate {
+            self.engine.rate_limited();
         } else if too_long {
-            SessionEvent::Oversized
+            self.engine.oversized();
         } else {
-            SessionEvent::Frame(line)
-        };
-        self.hub.activity(self.id, event);
-    }
-}
-
-impl Handler<TakeInbox> for UdpPeer {
-    type Result = ();
-
-    fn handle(&mut self, _: TakeInbox, _: &mut Self::Context) {
-        if self.stop_reason.is_none() {
-            self.send_owed();
+            self.engine.frame(line);
         }
     }
+
+    fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
+        let Some(idle) = self.config.idle_timeout else {
+            return;
+        };
+        let Some(due) = self.last_inbound.checked_add(idle) else {
+            return;
+        };
+        ctx.run_later(
+            due.saturating_duration_since(Instant::now()),
+            move |act, ctx| {
+                if act.stop_reason.is_some() {
+                    return;
+                }
+                if act.last_inbound.elapsed() < idle {
+                    return act.schedule_idle_check(ctx);
+                }
+                act.engine.idle();
+                act.apply(ctx);
+            },
+        );
+    }
 }
 
-impl Handler<Close> for UdpPeer {
+impl<P: Protocol> Actor for UdpPeer<P> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.inbox.set_wake(ctx.address().recipient());
+        self.engine.opened();
+        self.apply(ctx);
+        self.schedule_idle_check(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let reason = self
+            .stop_reason
+            .unwrap_or(DisconnectReason::Error(std::io::ErrorKind::Other));
+        debug!("udp session {} ({}) ended: {reason}", self.id, self.peer);
+        self.inbox.close();
+        self.engine.closed(reason);
+        self.router.do_send(PeerGone {
+            peer: self.peer,
+            session: self.id,
+        });
+    }
+}
+
+impl<P: Protocol> Handler<Receive> for UdpPeer<P> {
     type Result = ();
 
-    fn handle(&mut self, Close { reason, farewell }: Close, ctx: &mut Self::Context) {
-        if self.stop_reason.is_some() {
+    fn handle(&mut self, Receive(datagram): Receive, ctx: &mut Self::Context) {
+        if self.stop_reason.is_some() || self.engine.is_closing() {
             return;
         }
-        debug!("udp session {} closing: {reason}", self.id);
-        // Datagrams leave at once: what is owed, then the farewell, then done.
-        self.send_owed();
-        if let Some(farewell) = farewell.filter(|_| reason.flushes_output()) {
-            self.endpoint.do_send(SendDatagram {
-                to: self.peer,
-                payload: farewell,
-            });
+        self.last_inbound = Instant::now();
+        if self.held.len() < MAX_HELD_DATAGRAMS {
+            self.held.push_back(datagram);
         }
-        self.end(reason, ctx);
+        self.apply(ctx);
+    }
+}
+
+impl<P: Protocol> Handler<TakeInbox> for UdpPeer<P> {
+    type Result = ();
+
+    fn handle(&mut self, _: TakeInbox, ctx: &mut Self::Context) {
+        let deliveries = self.inbox.take();
+        if self.stop_reason.is_none() {
+            self.engine.deliver(deliveries);
+            self.apply(ctx);
+        }
     }
 }
 

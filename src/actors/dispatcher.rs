@@ -1,0 +1,268 @@
+//! The Dispatcher actor: one per thread, it knows which of *its* sessions are
+//! in which room.
+//!
+//! A room's sequencer sends one [`Deliver`] per thread that has members, not
+//! one per member; the dispatcher hands the shared event to its local members
+//! without crossing a thread again. Membership changes ride on the same
+//! messages as the events, so a member sees exactly the events sequenced
+//! between its join and its leave. Sessions register here when they start,
+//! which is also how the registry finds a session by id (it lives on thread
+//! `id % threads`) and how shutdown reaches every session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::event::SharedEvent;
+use crate::handle::{Control, RequestId, SessionHandle, SessionId};
+use crate::room::{Answer, Peer, Response, RoomName};
+
+/// A session started on this thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Register {
+    pub handle: SessionHandle,
+    pub name: Arc<str>,
+}
+
+/// A session of this thread changed its name or room (for
+/// [`SessionInfo`] and lookups by id).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Presence {
+    pub id: SessionId,
+    pub name: Arc<str>,
+    pub room: Option<RoomName>,
+}
+
+/// A session of this thread has ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unregister {
+    pub id: SessionId,
+}
+
+/// One step of a room's sequence for this thread's members, applied in this
+/// order: `add` joins the local member list, `event` reaches every local
+/// member, `remove` leaves the list, and `answer` goes to the session that
+/// made the request.
+#[derive(Message, Debug, Default)]
+#[rtype(result = "()")]
+pub(crate) struct Deliver {
+    pub room: Option<RoomName>,
+    pub add: Option<SessionId>,
+    pub event: Option<SharedEvent>,
+    pub remove: Option<SessionId>,
+    pub answer: Option<(SessionId, RequestId, Response)>,
+}
+
+/// An event for every session of this thread.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct DeliverAll(pub SharedEvent);
+
+/// Something for one session of this thread; answers whether it exists.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) enum ToSession {
+    Event(SessionId, SharedEvent),
+    Close(SessionId, crate::DisconnectReason, Option<SharedEvent>),
+    Control(SessionId, Control),
+}
+
+/// Look a session of this thread up by id and answer `requester`'s request.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct FindSession {
+    pub id: SessionId,
+    pub requester: SessionHandle,
+    pub request: RequestId,
+}
+
+/// This thread's sessions, for [`crate::Registry::list_sessions`].
+#[derive(Message)]
+#[rtype(result = "Vec<SessionInfo>")]
+pub(crate) struct ListLocal;
+
+/// Send every session `SHUTDOWN` (through its protocol), and every session
+/// that registers from now on too.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ShutdownSessions;
+
+/// What the registry reports about one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session's id.
+    pub id: SessionId,
+    /// Its name (the lobby: its nick), as its owner typed it.
+    pub nick: String,
+    /// Its room, if it is in one.
+    pub room: Option<String>,
+}
+
+struct LocalSession {
+    handle: SessionHandle,
+    name: Arc<str>,
+    room: Option<RoomName>,
+}
+
+/// One thread's dispatcher. See the module docs.
+#[derive(Default)]
+pub struct Dispatcher {
+    /// Every live session of this thread.
+    sessions: HashMap<SessionId, LocalSession>,
+    /// Room → this thread's members of it. Order within a thread does not
+    /// matter: every member gets each event before the next one.
+    rooms: HashMap<RoomName, Vec<SessionHandle>>,
+    /// Set for good once shutdown starts: late sessions are shut down too.
+    shutting_down: bool,
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<Register> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, Register { handle, name }: Register, _: &mut Context<Self>) {
+        if self.shutting_down {
+            handle.shutdown();
+        }
+        let local = LocalSession {
+            handle: handle.clone(),
+            name,
+            room: None,
+        };
+        self.sessions.insert(handle.id(), local);
+    }
+}
+
+impl Handler<Presence> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, Presence { id, name, room }: Presence, _: &mut Context<Self>) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.name = name;
+            session.room = room;
+        }
+    }
+}
+
+impl Handler<Unregister> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, Unregister { id }: Unregister, _: &mut Context<Self>) {
+        self.sessions.remove(&id);
+    }
+}
+
+impl Handler<Deliver> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, deliver: Deliver, _: &mut Context<Self>) {
+        let Deliver {
+            room,
+            add,
+            event,
+            remove,
+            answer,
+        } = deliver;
+        if let Some(room) = room {
+            if let Some(id) = add
+                && let Some(session) = self.sessions.get(&id)
+            {
+                let handle = session.handle.clone();
+                self.rooms.entry(room.clone()).or_default().push(handle);
+            }
+            if let (Some(event), Some(members)) = (event, self.rooms.get(&room)) {
+                for member in members {
+                    member.send_shared(event.clone());
+                }
+            }
+            if let Some(id) = remove
+                && let Some(members) = self.rooms.get_mut(&room)
+            {
+                members.retain(|member| member.id() != id);
+                if members.is_empty() {
+                    self.rooms.remove(&room);
+                }
+            }
+        }
+        if let Some((id, request, response)) = answer
+            && let Some(session) = self.sessions.get(&id)
+        {
+            session.handle.answer(request, response);
+        }
+    }
+}
+
+impl Handler<DeliverAll> for Dispatcher {
+    type Result = usize;
+
+    fn handle(&mut self, DeliverAll(event): DeliverAll, _: &mut Context<Self>) -> usize {
+        for session in self.sessions.values() {
+            session.handle.send_shared(event.clone());
+        }
+        self.sessions.len()
+    }
+}
+
+impl Handler<ToSession> for Dispatcher {
+    type Result = bool;
+
+    fn handle(&mut self, message: ToSession, _: &mut Context<Self>) -> bool {
+        let id = match &message {
+            ToSession::Event(id, _) | ToSession::Close(id, ..) | ToSession::Control(id, _) => *id,
+        };
+        let Some(session) = self.sessions.get(&id) else {
+            return false;
+        };
+        match message {
+            ToSession::Event(_, event) => session.handle.send_shared(event),
+            ToSession::Close(_, reason, farewell) => session.handle.close(reason, farewell),
+            ToSession::Control(_, control) => session.handle.control(control),
+        }
+        true
+    }
+}
+
+impl Handler<FindSession> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, find: FindSession, _: &mut Context<Self>) {
+        let peer = self.sessions.get(&find.id).map(|session| Peer {
+            id: find.id,
+            name: session.name.clone(),
+            handle: session.handle.clone(),
+        });
+        find.requester
+            .answer(find.request, Answer::Found(peer).into());
+    }
+}
+
+impl Handler<ListLocal> for Dispatcher {
+    type Result = MessageResult<ListLocal>;
+
+    fn handle(&mut self, _: ListLocal, _: &mut Context<Self>) -> Self::Result {
+        let sessions = self.sessions.iter().map(|(&id, session)| SessionInfo {
+            id,
+            nick: session.name.to_string(),
+            room: session.room.as_deref().map(str::to_owned),
+        });
+        MessageResult(sessions.collect())
+    }
+}
+
+impl Handler<ShutdownSessions> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: ShutdownSessions, _: &mut Context<Self>) {
+        self.shutting_down = true;
+        for session in self.sessions.values() {
+            session.handle.shutdown();
+        }
+    }
+}

@@ -1,0 +1,768 @@
+//! A session's protocol and what drives it: the [`Protocol`] trait an
+//! application implements, the [`SessionContext`] its handlers act through,
+//! and the engine that TCP sessions and UDP peers share.
+//!
+//! Everything that concerns one session only happens here, on the session's
+//! own thread: parsing, validation, replies, errors, echoing. What concerns
+//! others goes out as a request — to the room's sequencer, the name
+//! directory, the room index — and comes back as an [`Answer`]. The engine
+//! keeps the session's own order: answers reach the protocol in the order
+//! the requests were made, and anything the protocol writes while earlier
+//! requests are unanswered is written after their answers. While a request
+//! that changes the session's state (a join, a rename, a lookup) is
+//! unanswered, the session reads no further input, so each line is handled
+//! with the state that the lines before it left; it never stops writing and
+//! never blocks its thread.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use log::debug;
+
+use crate::actors::directory::{Claim, FindName, Release};
+use crate::actors::dispatcher::{FindSession, Presence, Register, Unregister};
+use crate::actors::room_index::ListFor;
+use crate::actors::sequencer::{Confirm, Join, Leave, Members, Publish, Rename, Requester};
+use crate::event::{Event, SharedEvent, Wire};
+use crate::handle::{Control, Delivery, RequestId, SessionHandle, SessionId};
+use crate::reason::DisconnectReason;
+use crate::registry::Registry;
+use crate::room::{Answer, Response, RoomName};
+
+/// How many of a session's requests may be unanswered (room broadcasts in
+/// flight, mostly) before it stops reading: a session cannot flood a room's
+/// sequencer faster than the sequencer answers it.
+pub const REQUEST_CREDIT: usize = 32;
+
+/// Per-session protocol state and its handlers, called by the session on its
+/// own thread. Echo, greeter and the text and JSON lobby are protocols; an
+/// application writes its own (a game's commands) and gets rooms, presence,
+/// limits, bounded output and exactly-once cleanup from the session.
+///
+/// Every handler but [`Protocol::frame`] has a default. None may panic on
+/// input: a bad frame is answered, not fatal.
+pub trait Protocol: Sized + Unpin + 'static {
+    /// The session has started; e.g. greet the peer.
+    fn opened(&mut self, cx: &mut SessionContext<'_>) {
+        let _ = cx;
+    }
+
+    /// A complete inbound frame: a chunk, a line without its terminator, or a
+    /// length-prefixed payload, as the session's framing cuts them.
+    fn frame(&mut self, cx: &mut SessionContext<'_>, frame: Bytes);
+
+    /// An inbound line over the framing's maximum was discarded.
+    fn oversized(&mut self, cx: &mut SessionContext<'_>) {
+        let _ = cx;
+    }
+
+    /// An inbound frame over the rate limit was discarded.
+    fn rate_limited(&mut self, cx: &mut SessionContext<'_>) {
+        let _ = cx;
+    }
+
+    /// The peer has been silent for another heartbeat period; `count`
+    /// numbers the heartbeats since the session started (1, 2, …).
+    fn heartbeat(&mut self, cx: &mut SessionContext<'_>, count: u64) {
+        let _ = (cx, count);
+    }
+
+    /// The peer has been silent for the idle timeout. Unless the handler
+    /// closes the session itself (e.g. with a farewell), it closes as
+    /// [`DisconnectReason::IdleTimeout`].
+    fn idle(&mut self, cx: &mut SessionContext<'_>) {
+        cx.close(DisconnectReason::IdleTimeout, None);
+    }
+
+    /// The peer closed its sending side. By default the session closes once
+    /// everything owed is written.
+    fn input_closed(&mut self, cx: &mut SessionContext<'_>) {
+        cx.close(DisconnectReason::Closed, None);
+    }
+
+    /// The answer to one of this protocol's requests, in request order.
+    fn answer(&mut self, cx: &mut SessionContext<'_>, answer: Answer) {
+        let _ = (cx, answer);
+    }
+
+    /// An embedding program's request (see [`Registry::join`]); by default
+    /// refused (the channel is dropped).
+    fn control(&mut self, cx: &mut SessionContext<'_>, control: Control) {
+        let _ = (cx, control);
+    }
+
+    /// The server is shutting down: say good-bye. By default the session
+    /// closes as [`DisconnectReason::Shutdown`] with no farewell.
+    fn shutdown(&mut self, cx: &mut SessionContext<'_>) {
+        cx.close(DisconnectReason::Shutdown, None);
+    }
+
+    /// What the rest of `room` is told when this session ends for `reason`
+    /// (the lobby: `QUIT <room> <nick> <reason>`); nothing by default.
+    fn quit_event(
+        &self,
+        room: &RoomName,
+        name: &Arc<str>,
+        reason: DisconnectReason,
+    ) -> Option<SharedEvent> {
+        let _ = (room, name, reason);
+        None
+    }
+
+    /// The session has ended and the registry is forgetting it; called once,
+    /// last.
+    fn closed(&mut self, session: ClosedSession<'_>) {
+        let _ = session;
+    }
+}
+
+/// What a protocol learns about its session's end.
+#[derive(Debug, Clone, Copy)]
+pub struct ClosedSession<'a> {
+    /// The session.
+    pub id: SessionId,
+    /// Its name when it ended.
+    pub name: &'a Arc<str>,
+    /// Its room when it ended.
+    pub room: Option<&'a RoomName>,
+    /// Why it ended.
+    pub reason: DisconnectReason,
+    /// Its wire format.
+    pub wire: Wire,
+}
+
+/// What a [`Protocol`] handler acts through: its own peer, its room, names,
+/// and the rest of the server.
+pub struct SessionContext<'a> {
+    driver: &'a mut Driver,
+}
+
+/// What the engine does with the next response to a request.
+#[derive(Debug)]
+enum Step {
+    /// The answer goes to the protocol.
+    Plain,
+    /// A broadcast: its acknowledgement only keeps the order.
+    Publish,
+    /// A seat in `room` is held; leave `old` next.
+    Reserve {
+        room: RoomName,
+        old: RoomName,
+        join: Option<SharedEvent>,
+        leave: Option<SharedEvent>,
+    },
+    /// The old room is left; confirm the seat in `room` next.
+    SwitchLeave {
+        room: RoomName,
+        join: Option<SharedEvent>,
+    },
+    /// Joined, or refused.
+    Join,
+    /// Left.
+    Leave,
+    /// The name is claimed; announce it in the room next.
+    Claim {
+        name: Arc<str>,
+        announce: Option<SharedEvent>,
+    },
+}
+
+#[derive(Debug)]
+enum Slot {
+    Waiting(RequestId, Step),
+    Answer(Answer),
+    /// Nothing for the protocol: the request only kept its place in order.
+    Done,
+    /// Bytes the protocol wrote while earlier requests were unanswered.
+    Output(Bytes),
+    Close(DisconnectReason, Option<Bytes>),
+}
+
+impl Slot {
+    fn is_barrier(&self) -> bool {
+        matches!(self, Slot::Waiting(_, step) if !matches!(step, Step::Publish))
+    }
+}
+
+/// A session's state apart from its protocol: what the engine and the
+/// [`SessionContext`] share.
+pub(crate) struct Driver {
+    id: SessionId,
+    peer: SocketAddr,
+    wire: Wire,
+    thread: usize,
+    registry: Registry,
+    /// The session's own handle: answers from the directory and the room
+    /// index come back through it.
+    handle: SessionHandle,
+    name: Arc<str>,
+    /// The name held in the directory, once the protocol claimed one.
+    claimed: Option<Arc<str>>,
+    room: Option<RoomName>,
+    /// The room of a join in flight: cleaned up too if the session ends.
+    joining: Option<RoomName>,
+    next_request: RequestId,
+    /// Requests in order, and what was written behind them.
+    slots: VecDeque<Slot>,
+    /// Embedding programs' requests wait while a request is unanswered.
+    controls: VecDeque<Control>,
+    /// Bytes for the peer, in order; the session writes them.
+    out: Vec<Bytes>,
+    /// Set when the protocol's close has come in order: the session closes.
+    close: Option<(DisconnectReason, Option<Bytes>)>,
+    /// The protocol asked to close: no more input is read.
+    closing: bool,
+}
+
+impl Driver {
+    fn request(&mut self, step: Step) -> RequestId {
+        self.next_request += 1;
+        self.slots.push_back(Slot::Waiting(self.next_request, step));
+        self.next_request
+    }
+
+    fn requester(&self, request: RequestId) -> Requester {
+        Requester {
+            id: self.id,
+            thread: self.thread,
+            request,
+        }
+    }
+
+    fn write(&mut self, bytes: Bytes) {
+        if self.closing && self.slots.is_empty() {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.out.push(bytes);
+        } else {
+            self.slots.push_back(Slot::Output(bytes));
+        }
+    }
+
+    fn tell_dispatcher(&self) {
+        self.registry.dispatcher(self.thread).do_send(Presence {
+            id: self.id,
+            name: self.name.clone(),
+            room: self.room.clone(),
+        });
+    }
+
+    /// Moves a request on by one step on `response`: either the next message
+    /// goes out (and the slot waits again) or the slot is settled.
+    fn advance(&mut self, request: RequestId, step: Step, response: Response) -> Slot {
+        match (step, response) {
+            (Step::Publish, _) => Slot::Done,
+            (
+                Step::Reserve {
+                    room,
+                    old,
+                    join,
+                    leave,
+                },
+                Response::Reserved,
+            ) => {
+                self.registry.sequencer(&old).leave.do_send(Leave {
+                    room: old,
+                    id: self.id,
+                    thread: self.thread,
+                    request: Some(request),
+                    announce: leave,
+                    ended: None,
+                });
+                Slot::Waiting(request, Step::SwitchLeave { room, join })
+            }
+            (Step::SwitchLeave { room, join }, Response::Answer(Answer::Left { .. })) => {
+                self.room = None;
+                self.registry.sequencer(&room).confirm.do_send(Confirm {
+                    room,
+                    from: self.requester(request),
+                    announce: join,
+                });
+                Slot::Waiting(request, Step::Join)
+            }
+            (Step::Claim { name, announce }, Response::Claimed) => {
+                let old = std::mem::replace(&mut self.name, name.clone());
+                if let Some(released) = self.claimed.replace(name.clone())
+                    && !released.eq_ignore_ascii_case(&name)
+                {
+                    self.registry.directory(&released).do_send(Release {
+                        name: released,
+                        owner: self.id,
+                    });
+                }
+                self.tell_dispatcher();
+                match self.room.clone() {
+                    Some(room) => {
+                        self.registry.sequencer(&room).rename.do_send(Rename {
+                            room,
+                            from: self.requester(request),
+                            old,
+                            name,
+                            announce,
+                        });
+                        Slot::Waiting(request, Step::Plain)
+                    }
+                    None => Slot::Answer(Answer::Renamed {
+                        old,
+                        new: name,
+                        room: None,
+                    }),
+                }
+            }
+            (_, Response::Answer(answer)) => {
+                match &answer {
+                    Answer::Joined { room, .. } => {
+                        self.room = Some(room.clone());
+                        self.joining = None;
+                        self.tell_dispatcher();
+                    }
+                    Answer::RoomFull { .. } => self.joining = None,
+                    Answer::Left { room } if self.room.as_ref() == Some(room) => {
+                        self.room = None;
+                        self.tell_dispatcher();
+                    }
+                    _ => {}
+                }
+                Slot::Answer(answer)
+            }
+            (step, response) => {
+                debug!("session {}: {response:?} does not answer {step:?}", self.id);
+                Slot::Done
+            }
+        }
+    }
+
+    /// Whether the session should stop reading for now.
+    fn input_paused(&self) -> bool {
+        self.closing
+            || self.slots.len() >= REQUEST_CREDIT
+            || self.slots.iter().any(Slot::is_barrier)
+    }
+}
+
+impl SessionContext<'_> {
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.driver.id
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.driver.peer
+    }
+
+    /// The session's wire format (set by its listener).
+    pub fn wire(&self) -> Wire {
+        self.driver.wire
+    }
+
+    /// The session's name (the lobby: its nick).
+    pub fn name(&self) -> &Arc<str> {
+        &self.driver.name
+    }
+
+    /// The room the session is in.
+    pub fn room(&self) -> Option<&RoomName> {
+        self.driver.room.as_ref()
+    }
+
+    /// The session's own handle, e.g. to hand to an application's actor.
+    pub fn handle(&self) -> &SessionHandle {
+        &self.driver.handle
+    }
+
+    /// The registry the session belongs to.
+    pub fn registry(&self) -> &Registry {
+        &self.driver.registry
+    }
+
+    /// Sets the session's name without claiming it in the directory: for a
+    /// name nobody else can hold (the lobby's `guest<id>`).
+    pub fn set_name(&mut self, name: impl Into<Arc<str>>) {
+        self.driver.name = name.into();
+        self.driver.tell_dispatcher();
+    }
+
+    /// Writes `bytes` to the peer as they are, after every answer owed for
+    /// earlier requests.
+    pub fn send_bytes(&mut self, bytes: Bytes) {
+        self.driver.write(bytes);
+    }
+
+    /// Writes `event` to the peer in the session's wire format.
+    pub fn send(&mut self, event: &impl Event) {
+        let bytes = event.render(self.driver.wire);
+        self.driver.write(bytes);
+    }
+
+    /// Ends the session for `reason`, in order: after everything owed for
+    /// earlier requests, `farewell` (when the reason flushes output) is the
+    /// last thing written. Input stops at once, so nothing the peer sent
+    /// after this is carried out.
+    pub fn close(&mut self, reason: DisconnectReason, farewell: Option<Bytes>) {
+        let driver = &mut *self.driver;
+        if driver.closing {
+            return;
+        }
+        driver.closing = true;
+        if driver.slots.is_empty() {
+            driver.close = Some((reason, farewell));
+        } else {
+            driver.slots.push_back(Slot::Close(reason, farewell));
+        }
+    }
+
+    /// Joins `room`, leaving the current room first (announced there with
+    /// `leave`); `join` is announced to every member including this one.
+    /// Answered [`Answer::Joined`] or [`Answer::RoomFull`] (then nothing
+    /// changed, the current room included).
+    pub fn join(&mut self, room: &str, join: Option<SharedEvent>, leave: Option<SharedEvent>) {
+        let driver = &mut *self.driver;
+        let room: RoomName = Arc::from(room);
+        driver.joining = Some(room.clone());
+        let sequencer = driver.registry.sequencer(&room).join.clone();
+        let (step, reserve) = match driver.room.clone() {
+            Some(old) if old != room => (
+                Step::Reserve {
+                    room: room.clone(),
+                    old,
+                    join: join.clone(),
+                    leave,
+                },
+                true,
+            ),
+            _ => (Step::Join, false),
+        };
+        let request = driver.request(step);
+        sequencer.do_send(Join {
+            room,
+            from: driver.requester(request),
+            name: driver.name.clone(),
+            announce: join.filter(|_| !reserve),
+            reserve,
+        });
+    }
+
+    /// Leaves the current room, announcing `announce` to every member
+    /// including this one. Answered [`Answer::Left`]; nothing happens
+    /// outside a room.
+    pub fn leave(&mut self, announce: Option<SharedEvent>) {
+        let driver = &mut *self.driver;
+        let Some(room) = driver.room.clone() else {
+            return;
+        };
+        let request = driver.request(Step::Leave);
+        driver.registry.sequencer(&room).leave.do_send(Leave {
+            room,
+            id: driver.id,
+            thread: driver.thread,
+            request: Some(request),
+            announce,
+            ended: None,
+        });
+    }
+
+    /// Broadcasts `event` to every member of the current room, this session
+    /// included, in the room's one order. Nothing happens outside a room.
+    pub fn publish(&mut self, event: SharedEvent) {
+        let driver = &mut *self.driver;
+        let Some(room) = driver.room.clone() else {
+            return;
+        };
+        let request = driver.request(Step::Publish);
+        driver.registry.sequencer(&room).publish.do_send(Publish {
+            room,
+            from: Some(driver.requester(request)),
+            event,
+        });
+    }
+
+    /// Takes `name` (unique, compared case-insensitively), giving up the
+    /// session's previous one; in a room, `announce` is sent to every member.
+    /// Answered [`Answer::Renamed`] or [`Answer::NameTaken`].
+    pub fn rename(&mut self, name: &str, announce: Option<SharedEvent>) {
+        let driver = &mut *self.driver;
+        let name: Arc<str> = Arc::from(name);
+        let directory = driver.registry.directory(&name).clone();
+        let request = driver.request(Step::Claim {
+            name: name.clone(),
+            announce,
+        });
+        directory.do_send(Claim {
+            name,
+            owner: driver.handle.clone(),
+            request,
+        });
+    }
+
+    /// Asks for the members of `room`. Answered [`Answer::Members`].
+    pub fn who(&mut self, room: &str) {
+        let driver = &mut *self.driver;
+        let room: RoomName = Arc::from(room);
+        let request = driver.request(Step::Plain);
+        driver.registry.sequencer(&room).members.do_send(Members {
+            room,
+            from: driver.requester(request),
+        });
+    }
+
+    /// Asks for every room. Answered [`Answer::Rooms`].
+    pub fn rooms(&mut self) {
+        let driver = &mut *self.driver;
+        let request = driver.request(Step::Plain);
+        driver.registry.index().do_send(ListFor {
+            requester: driver.handle.clone(),
+            request,
+        });
+    }
+
+    /// Looks for the session holding the claimed `name`. Answered
+    /// [`Answer::Found`].
+    pub fn find_name(&mut self, name: &str) {
+        let driver = &mut *self.driver;
+        let name: Arc<str> = Arc::from(name);
+        let request = driver.request(Step::Plain);
+        driver.registry.directory(&name).do_send(FindName {
+            name,
+            requester: driver.handle.clone(),
+            request,
+        });
+    }
+
+    /// Looks for the session `id`. Answered [`Answer::Found`].
+    pub fn find_session(&mut self, id: SessionId) {
+        let driver = &mut *self.driver;
+        let request = driver.request(Step::Plain);
+        let thread = driver.registry.thread_of(id);
+        driver.registry.dispatcher(thread).do_send(FindSession {
+            id,
+            requester: driver.handle.clone(),
+            request,
+        });
+    }
+}
+
+/// A protocol and its driver: what a session actor (TCP or UDP) runs. The
+/// actor feeds it what happened and writes what it produced.
+pub(crate) struct Engine<P> {
+    protocol: P,
+    driver: Driver,
+}
+
+impl<P: Protocol> Engine<P> {
+    pub(crate) fn new(
+        protocol: P,
+        handle: SessionHandle,
+        peer: SocketAddr,
+        wire: Wire,
+        registry: Registry,
+    ) -> Self {
+        let id = handle.id();
+        Engine {
+            protocol,
+            driver: Driver {
+                id,
+                peer,
+                wire,
+                thread: registry.thread_of(id),
+                registry,
+                handle,
+                name: Arc::from(""),
+                claimed: None,
+                room: None,
+                joining: None,
+                next_request: 0,
+                slots: VecDeque::new(),
+                controls: VecDeque::new(),
+                out: Vec::new(),
+                close: None,
+                closing: false,
+            },
+        }
+    }
+
+    fn cx(&mut self) -> (&mut P, SessionContext<'_>) {
+        (
+            &mut self.protocol,
+            SessionContext {
+                driver: &mut self.driver,
+            },
+        )
+    }
+
+    /// Registers with the thread's dispatcher, then lets the protocol start.
+    pub(crate) fn opened(&mut self) {
+        let driver = &self.driver;
+        driver.registry.dispatcher(driver.thread).do_send(Register {
+            handle: driver.handle.clone(),
+            name: driver.name.clone(),
+        });
+        let (protocol, mut cx) = self.cx();
+        protocol.opened(&mut cx);
+    }
+
+    pub(crate) fn frame(&mut self, frame: Bytes) {
+        let (protocol, mut cx) = self.cx();
+        protocol.frame(&mut cx, frame);
+    }
+
+    pub(crate) fn oversized(&mut self) {
+        let (protocol, mut cx) = self.cx();
+        protocol.oversized(&mut cx);
+    }
+
+    pub(crate) fn rate_limited(&mut self) {
+        let (protocol, mut cx) = self.cx();
+        protocol.rate_limited(&mut cx);
+    }
+
+    pub(crate) fn heartbeat(&mut self, count: u64) {
+        let (protocol, mut cx) = self.cx();
+        protocol.heartbeat(&mut cx, count);
+    }
+
+    pub(crate) fn idle(&mut self) {
+        let (protocol, mut cx) = self.cx();
+        protocol.idle(&mut cx);
+        cx.close(DisconnectReason::IdleTimeout, None);
+    }
+
+    pub(crate) fn input_closed(&mut self) {
+        let (protocol, mut cx) = self.cx();
+        protocol.input_closed(&mut cx);
+    }
+
+    /// Handles what the inbox held, in order.
+    pub(crate) fn deliver(&mut self, deliveries: impl IntoIterator<Item = Delivery>) {
+        for delivery in deliveries {
+            match delivery {
+                Delivery::Event(event) => {
+                    let bytes = event.bytes(self.driver.wire);
+                    self.driver.out.push(bytes);
+                }
+                Delivery::Answer(request, response) => self.settle(request, response),
+                Delivery::Close { reason, farewell } => {
+                    let farewell = farewell.map(|event| event.bytes(self.driver.wire));
+                    let (_, mut cx) = self.cx();
+                    cx.close(reason, farewell);
+                }
+                Delivery::Shutdown => {
+                    let (protocol, mut cx) = self.cx();
+                    protocol.shutdown(&mut cx);
+                    cx.close(DisconnectReason::Shutdown, None);
+                }
+                Delivery::Control(control) => self.driver.controls.push_back(control),
+            }
+        }
+        self.run_controls();
+    }
+
+    fn settle(&mut self, request: RequestId, response: Response) {
+        let driver = &mut self.driver;
+        let Some(at) = driver
+            .slots
+            .iter()
+            .position(|slot| matches!(slot, Slot::Waiting(r, _) if *r == request))
+        else {
+            return debug!("session {}: unexpected answer {response:?}", driver.id);
+        };
+        let Slot::Waiting(_, step) = std::mem::replace(&mut driver.slots[at], Slot::Done) else {
+            return;
+        };
+        driver.slots[at] = driver.advance(request, step, response);
+        self.settle_in_order();
+    }
+
+    /// Hands settled slots at the front to the protocol, in request order.
+    fn settle_in_order(&mut self) {
+        loop {
+            let driver = &mut self.driver;
+            if matches!(driver.slots.front(), None | Some(Slot::Waiting(..))) {
+                return;
+            }
+            match driver.slots.pop_front() {
+                Some(Slot::Answer(answer)) => {
+                    let (protocol, mut cx) = self.cx();
+                    protocol.answer(&mut cx, answer);
+                }
+                Some(Slot::Output(bytes)) => driver.out.push(bytes),
+                Some(Slot::Close(reason, farewell)) => {
+                    driver.slots.clear();
+                    driver.close = Some((reason, farewell));
+                    return;
+                }
+                Some(Slot::Done | Slot::Waiting(..)) | None => {}
+            }
+        }
+    }
+
+    fn run_controls(&mut self) {
+        while !self.driver.slots.iter().any(Slot::is_barrier) && !self.driver.closing {
+            let Some(control) = self.driver.controls.pop_front() else {
+                return;
+            };
+            let (protocol, mut cx) = self.cx();
+            protocol.control(&mut cx, control);
+        }
+    }
+
+    /// Bytes for the peer since the last call, in order.
+    pub(crate) fn take_output(&mut self) -> Vec<Bytes> {
+        self.run_controls();
+        std::mem::take(&mut self.driver.out)
+    }
+
+    /// The close the protocol asked for, once everything before it is owed.
+    pub(crate) fn take_close(&mut self) -> Option<(DisconnectReason, Option<Bytes>)> {
+        self.driver.close.take()
+    }
+
+    /// Whether the protocol asked to close (input is over).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.driver.closing
+    }
+
+    /// Whether the session should read no input for now.
+    pub(crate) fn input_paused(&self) -> bool {
+        self.driver.input_paused()
+    }
+
+    /// The session has ended: it leaves its room (the rest are told why),
+    /// gives up its name and unregisters, exactly once, whatever ended it.
+    pub(crate) fn closed(&mut self, reason: DisconnectReason) {
+        let driver = &mut self.driver;
+        let rooms = [driver.room.clone(), driver.joining.take()];
+        for room in rooms.into_iter().flatten() {
+            let announce = self.protocol.quit_event(&room, &driver.name, reason);
+            driver.registry.sequencer(&room).leave.do_send(Leave {
+                room,
+                id: driver.id,
+                thread: driver.thread,
+                request: None,
+                announce,
+                ended: Some(reason),
+            });
+        }
+        if let Some(name) = driver.claimed.take() {
+            driver.registry.directory(&name).do_send(Release {
+                name,
+                owner: driver.id,
+            });
+        }
+        driver
+            .registry
+            .dispatcher(driver.thread)
+            .do_send(Unregister { id: driver.id });
+        let closed = ClosedSession {
+            id: driver.id,
+            name: &driver.name,
+            room: driver.room.as_ref(),
+            reason,
+            wire: driver.wire,
+        };
+        self.protocol.closed(closed);
+    }
+}

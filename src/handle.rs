@@ -1,0 +1,209 @@
+//! How anything outside a session reaches it: a [`SessionHandle`] and the
+//! inbox behind it.
+//!
+//! A handle pushes into the session's inbox and wakes the session only when
+//! the inbox was empty, so a burst of deliveries (a busy room's broadcasts)
+//! costs one actor message, not one per delivery. The inbox is the session's
+//! single ordered queue from the rest of the system: room events, answers to
+//! its own requests, a close, shutdown. Once the session is closing, pushes
+//! are dropped, so nothing reaches a peer after its farewell.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use actix::prelude::*;
+use futures::channel::oneshot;
+
+use crate::event::{Event, SharedEvent};
+use crate::protocol::Rejection;
+use crate::reason::DisconnectReason;
+use crate::room::Response;
+
+/// Identifies a session; unique and increasing within one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Hands out [`SessionId`]s 1, 2, 3, … Clones share the sequence, so every
+/// listener of one server draws from it and no two sessions of a server share
+/// an id.
+#[derive(Debug, Clone, Default)]
+pub struct SessionIds(Arc<AtomicU64>);
+
+impl SessionIds {
+    /// The next id.
+    pub fn next_id(&self) -> SessionId {
+        SessionId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// Numbers a session's requests, so that answers arriving from different
+/// actors are handled in the order the requests were made.
+pub(crate) type RequestId = u64;
+
+/// What an embedding program asks a session to do on its behalf. The
+/// session's protocol carries it out as if its peer had asked (the lobby:
+/// as if it had typed `/join` or `/leave`).
+#[derive(Debug)]
+pub enum Control {
+    /// Move into `room`, leaving the current one first.
+    Join {
+        /// The room.
+        room: String,
+        /// Told the outcome: `Ok` once the session is in the room.
+        done: oneshot::Sender<Result<(), Rejection>>,
+    },
+    /// Leave the current room.
+    Leave {
+        /// Told whether the session was in a room.
+        done: oneshot::Sender<bool>,
+    },
+}
+
+/// One entry of a session's inbox.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// For the peer, rendered in the session's wire format.
+    Event(SharedEvent),
+    /// The answer to the session's request `RequestId`.
+    Answer(RequestId, Response),
+    /// End the session after everything delivered before.
+    Close {
+        reason: DisconnectReason,
+        farewell: Option<SharedEvent>,
+    },
+    /// The server is shutting down.
+    Shutdown,
+    /// An embedding program's request.
+    Control(Control),
+}
+
+/// Take the deliveries waiting in the inbox. Sent only when the inbox was
+/// empty, so a burst costs one message.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TakeInbox;
+
+/// Deliveries handed to a session that it has not taken yet.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    deliveries: Mutex<VecDeque<Delivery>>,
+    /// A `TakeInbox` is on its way; deliveries meanwhile ride along with it.
+    notified: AtomicBool,
+    /// The session is closing or gone: deliveries are dropped.
+    closed: AtomicBool,
+    /// Wakes the session; set once the session's actor has started.
+    wake: OnceLock<Recipient<TakeInbox>>,
+}
+
+impl Inbox {
+    fn deliveries(&self) -> MutexGuard<'_, VecDeque<Delivery>> {
+        // A push or a take cannot be interrupted half-way, so a poisoned lock
+        // still guards a whole queue.
+        self.deliveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_wake(&self, wake: Recipient<TakeInbox>) {
+        let _ = self.wake.set(wake);
+    }
+
+    fn push(&self, delivery: Delivery) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.deliveries().push_back(delivery);
+        if !self.notified.swap(true, Ordering::AcqRel)
+            && let Some(wake) = self.wake.get()
+        {
+            wake.do_send(TakeInbox);
+        }
+    }
+
+    /// Takes every waiting delivery. The flag is cleared first, so a delivery
+    /// pushed after the take wakes the session anew.
+    pub(crate) fn take(&self) -> VecDeque<Delivery> {
+        self.notified.store(false, Ordering::Release);
+        std::mem::take(&mut *self.deliveries())
+    }
+
+    /// From now on nothing is delivered; what waits is dropped.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.deliveries().clear();
+    }
+}
+
+/// How anything outside a session talks to it. Cheap to clone (one reference
+/// count); usable from any thread.
+///
+/// Nothing sent through a handle ever waits or fails: a session that is
+/// closing or gone drops what it is sent, and a live one writes it in order
+/// after everything sent before, within its outbound bound.
+#[derive(Clone)]
+pub struct SessionHandle {
+    id: SessionId,
+    inbox: Arc<Inbox>,
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl SessionHandle {
+    pub(crate) fn new(id: SessionId, inbox: Arc<Inbox>) -> Self {
+        SessionHandle { id, inbox }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Whether the session is closing or gone (nothing sent reaches it).
+    pub fn is_closed(&self) -> bool {
+        self.inbox.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `event` to the peer, rendered in its wire format.
+    pub fn send(&self, event: impl Event) {
+        self.send_shared(SharedEvent::new(event));
+    }
+
+    /// Sends an already shared event (rendered once per wire format however
+    /// many sessions it is sent to).
+    pub fn send_shared(&self, event: SharedEvent) {
+        self.inbox.push(Delivery::Event(event));
+    }
+
+    /// Ends the session for `reason` after everything sent before, writing
+    /// `farewell` last when the reason
+    /// [flushes output](DisconnectReason::flushes_output).
+    pub fn close(&self, reason: DisconnectReason, farewell: Option<SharedEvent>) {
+        self.inbox.push(Delivery::Close { reason, farewell });
+    }
+
+    pub(crate) fn answer(&self, request: RequestId, answer: Response) {
+        self.inbox.push(Delivery::Answer(request, answer));
+    }
+
+    pub(crate) fn shutdown(&self) {
+        self.inbox.push(Delivery::Shutdown);
+    }
+
+    pub(crate) fn control(&self, control: Control) {
+        self.inbox.push(Delivery::Control(control));
+    }
+}

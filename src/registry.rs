@@ -1,0 +1,227 @@
+//! The [`Registry`]: the actor system that tracks sessions for broadcast and
+//! cleanup, behind one cheap handle.
+//!
+//! It is not one actor but one set per thread: a [`Dispatcher`] (that
+//! thread's sessions and their rooms), a [`Sequencer`] (the rooms hashed to
+//! it) and a [`Directory`] shard (the names hashed to it), plus one
+//! [`RoomIndex`]. The handle routes each request to the actor that owns it,
+//! so an embedding program still talks to "the registry".
+//!
+//! [`Dispatcher`]: crate::actors::dispatcher::Dispatcher
+//! [`Sequencer`]: crate::actors::sequencer::Sequencer
+//! [`Directory`]: crate::actors::directory::Directory
+//! [`RoomIndex`]: crate::actors::room_index::RoomIndex
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use futures::channel::oneshot;
+
+use crate::actors::directory::{self, Directory};
+use crate::actors::dispatcher::{
+    DeliverAll, Dispatcher, ListLocal, SessionInfo, ShutdownSessions, ToSession,
+};
+use crate::actors::room_index::{RoomIndex, Snapshot};
+use crate::actors::sequencer::{self, Publish, Sequencer, SequencerRef, StopAnnouncing};
+use crate::event::{Event, SharedEvent};
+use crate::handle::{Control, SessionId};
+use crate::protocol::{ErrorCode, Rejection};
+use crate::reason::DisconnectReason;
+
+/// The registry of one server: every session, room and name. Cheap to
+/// clone; usable from any thread of the actix system.
+#[derive(Clone)]
+pub struct Registry(Arc<Shared>);
+
+struct Shared {
+    /// The threads sessions run on; session `id` runs on `id % threads`.
+    arbiters: Vec<ArbiterHandle>,
+    dispatchers: Arc<[Addr<Dispatcher>]>,
+    sequencers: Vec<SequencerRef>,
+    directory: Vec<Addr<Directory>>,
+    index: Addr<RoomIndex>,
+}
+
+impl Registry {
+    /// Starts the registry's actors on `arbiters` (one set per arbiter, the
+    /// room index on the first), with rooms of at most `room_capacity`
+    /// members.
+    ///
+    /// # Panics
+    /// When `arbiters` is empty, or outside a running actix system.
+    pub fn start(arbiters: Vec<ArbiterHandle>, room_capacity: usize) -> Registry {
+        assert!(!arbiters.is_empty(), "a registry needs at least one thread");
+        let index = RoomIndex::start_in_arbiter(&arbiters[0], |_| RoomIndex::default());
+        let dispatchers: Arc<[Addr<Dispatcher>]> = arbiters
+            .iter()
+            .map(|arbiter| Dispatcher::start_in_arbiter(arbiter, |_| Dispatcher::default()))
+            .collect();
+        let sequencers = arbiters
+            .iter()
+            .map(|arbiter| {
+                let (dispatchers, index) = (dispatchers.clone(), index.clone());
+                let sequencer = Sequencer::start_in_arbiter(arbiter, move |_| {
+                    Sequencer::new(room_capacity, dispatchers, index)
+                });
+                SequencerRef::of(&sequencer)
+            })
+            .collect();
+        let directory = arbiters
+            .iter()
+            .map(|arbiter| Directory::start_in_arbiter(arbiter, |_| Directory::default()))
+            .collect();
+        Registry(Arc::new(Shared {
+            arbiters,
+            dispatchers,
+            sequencers,
+            directory,
+            index,
+        }))
+    }
+
+    /// How many threads sessions run on.
+    pub fn threads(&self) -> usize {
+        self.0.arbiters.len()
+    }
+
+    /// The thread session `id` runs on: fixed by its id, so the registry
+    /// finds any session without a global table.
+    pub fn thread_of(&self, id: SessionId) -> usize {
+        (id.0 % self.0.arbiters.len() as u64) as usize
+    }
+
+    pub(crate) fn arbiter(&self, thread: usize) -> &ArbiterHandle {
+        &self.0.arbiters[thread % self.0.arbiters.len()]
+    }
+
+    pub(crate) fn dispatcher(&self, thread: usize) -> &Addr<Dispatcher> {
+        &self.0.dispatchers[thread % self.0.dispatchers.len()]
+    }
+
+    pub(crate) fn sequencer(&self, room: &str) -> &SequencerRef {
+        &self.0.sequencers[sequencer::shard_of(room, self.0.sequencers.len())]
+    }
+
+    pub(crate) fn directory(&self, name: &str) -> &Addr<Directory> {
+        &self.0.directory[directory::shard_of(name, self.0.directory.len())]
+    }
+
+    pub(crate) fn index(&self) -> &Addr<RoomIndex> {
+        &self.0.index
+    }
+
+    fn to_session(&self, id: SessionId, message: ToSession) -> impl Future<Output = bool> + use<> {
+        let sent = self.dispatcher(self.thread_of(id)).send(message);
+        async move { sent.await.unwrap_or(false) }
+    }
+
+    /// Broadcasts `event` to every member of `room`, in the room's order
+    /// with its other events; each member receives it in its own wire
+    /// format. Answers how many members it was sent to (0: no such room).
+    pub async fn broadcast(&self, room: &str, event: impl Event) -> usize {
+        let publish = Publish {
+            room: Arc::from(room),
+            from: None,
+            event: SharedEvent::new(event),
+        };
+        self.sequencer(room)
+            .publish
+            .send(publish)
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Sends `event` to every session of the server, in its wire format.
+    /// Answers how many sessions it was sent to.
+    pub async fn broadcast_all(&self, event: impl Event) -> usize {
+        let event = SharedEvent::new(event);
+        let sent = self
+            .0
+            .dispatchers
+            .iter()
+            .map(|dispatcher| dispatcher.send(DeliverAll(event.clone())));
+        let counts = futures::future::join_all(sent).await;
+        counts.into_iter().map(|count| count.unwrap_or(0)).sum()
+    }
+
+    /// Sends `event` to one session, in its wire format. Answers whether the
+    /// session exists.
+    pub async fn send_to(&self, session: SessionId, event: impl Event) -> bool {
+        let event = SharedEvent::new(event);
+        self.to_session(session, ToSession::Event(session, event))
+            .await
+    }
+
+    /// Removes a session, as a moderator would: it is sent `farewell` (if
+    /// any) after what it is already owed, then closed, and its room is told
+    /// it was `kicked`. Answers whether the session existed.
+    pub async fn kick(&self, session: SessionId, farewell: Option<SharedEvent>) -> bool {
+        let close = ToSession::Close(session, DisconnectReason::Kicked, farewell);
+        self.to_session(session, close).await
+    }
+
+    /// Moves a session into `room` on its behalf, exactly as if it had asked
+    /// itself (the lobby: `/join ROOM`, so its old room and the new one see
+    /// `LEAVE` and `JOIN`).
+    ///
+    /// # Errors
+    /// What the session's protocol answers (the lobby: `bad-name`,
+    /// `room-full`); `no-such-nick` when the session does not exist or its
+    /// protocol takes no such requests.
+    pub async fn join(&self, session: SessionId, room: &str) -> Result<(), Rejection> {
+        let (done, outcome) = oneshot::channel();
+        let control = Control::Join {
+            room: room.to_owned(),
+            done,
+        };
+        self.to_session(session, ToSession::Control(session, control))
+            .await;
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(Rejection::new(ErrorCode::NoSuchNick, "no such session")))
+    }
+
+    /// Takes a session out of its room on its behalf. Answers whether it was
+    /// in one.
+    pub async fn leave(&self, session: SessionId) -> bool {
+        let (done, outcome) = oneshot::channel();
+        let control = Control::Leave { done };
+        self.to_session(session, ToSession::Control(session, control))
+            .await;
+        outcome.await.unwrap_or(false)
+    }
+
+    /// Every room with its member count, sorted by name.
+    pub async fn list_rooms(&self) -> Vec<(String, usize)> {
+        let Ok(list) = self.0.index.send(Snapshot).await else {
+            return Vec::new();
+        };
+        let rooms = list.rooms.iter();
+        rooms.map(|(room, n)| (room.to_string(), *n)).collect()
+    }
+
+    /// Every live session, in id order.
+    pub async fn list_sessions(&self) -> Vec<SessionInfo> {
+        let asked = self.0.dispatchers.iter().map(|d| d.send(ListLocal));
+        let mut sessions: Vec<SessionInfo> = futures::future::join_all(asked)
+            .await
+            .into_iter()
+            .flat_map(Result::unwrap_or_default)
+            .collect();
+        sessions.sort_by_key(|info| info.id);
+        sessions
+    }
+
+    /// Begins shutting down: from now on a session that ends is not
+    /// announced to its room, and every session, including those that start
+    /// later, is told to shut down (the lobby: `SHUTDOWN`, then close).
+    pub fn shutdown(&self) {
+        for sequencer in &self.0.sequencers {
+            sequencer.stop_announcing.do_send(StopAnnouncing);
+        }
+        for dispatcher in self.0.dispatchers.iter() {
+            dispatcher.do_send(ShutdownSessions);
+        }
+    }
+}
