@@ -16,17 +16,21 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use log::debug;
 
 use crate::actors::directory::{Claim, FindName, Release};
-use crate::actors::dispatcher::{FindSession, Presence, Register, Unregister};
+use crate::actors::dispatcher::FindSession;
 use crate::actors::room_index::ListFor;
-use crate::actors::sequencer::{Confirm, Join, Leave, Members, Publish, Rename, Requester};
+use crate::actors::sequencer::{
+    Confirm, Join, Leave, Members, Publish, Rename, Requester, RoomRequest,
+};
 use crate::event::{Event, SharedEvent, Wire};
 use crate::handle::{Control, Delivery, RequestId, SessionHandle, SessionId};
+use crate::local::Local;
 use crate::reason::DisconnectReason;
 use crate::registry::Registry;
 use crate::room::{Answer, Response, RoomName};
@@ -194,6 +198,9 @@ pub(crate) struct Driver {
     wire: Wire,
     thread: usize,
     registry: Registry,
+    /// The state this session's thread shares: its dispatcher's table, and
+    /// the rooms sequenced here.
+    local: Rc<Local>,
     /// The session's own handle: answers from the directory and the room
     /// index come back through it.
     handle: SessionHandle,
@@ -243,11 +250,12 @@ impl Driver {
     }
 
     fn tell_dispatcher(&self) {
-        self.registry.dispatcher(self.thread).do_send(Presence {
-            id: self.id,
-            name: self.name.clone(),
-            room: self.room.clone(),
-        });
+        let mut sessions = self.local.sessions.borrow_mut();
+        sessions.presence(self.id, self.name.clone(), self.room.clone());
+    }
+
+    fn sequence(&self, request: RoomRequest) {
+        self.registry.sequence(&self.local, request);
     }
 
     /// Moves a request on by one step on `response`: either the next message
@@ -264,23 +272,23 @@ impl Driver {
                 },
                 Response::Reserved,
             ) => {
-                self.registry.sequencer(&old).leave.do_send(Leave {
+                self.sequence(RoomRequest::Leave(Leave {
                     room: old,
                     id: self.id,
                     thread: self.thread,
                     request: Some(request),
                     announce: leave,
                     ended: None,
-                });
+                }));
                 Slot::Waiting(request, Step::SwitchLeave { room, join })
             }
             (Step::SwitchLeave { room, join }, Response::Answer(Answer::Left { .. })) => {
                 self.room = None;
-                self.registry.sequencer(&room).confirm.do_send(Confirm {
+                self.sequence(RoomRequest::Confirm(Confirm {
                     room,
                     from: self.requester(request),
                     announce: join,
-                });
+                }));
                 Slot::Waiting(request, Step::Join)
             }
             (Step::Claim { name, announce }, Response::Claimed) => {
@@ -296,13 +304,13 @@ impl Driver {
                 self.tell_dispatcher();
                 match self.room.clone() {
                     Some(room) => {
-                        self.registry.sequencer(&room).rename.do_send(Rename {
+                        self.sequence(RoomRequest::Rename(Rename {
                             room,
                             from: self.requester(request),
                             old,
                             name,
                             announce,
-                        });
+                        }));
                         Slot::Waiting(request, Step::Plain)
                     }
                     None => Slot::Answer(Answer::Renamed {
@@ -423,7 +431,6 @@ impl SessionContext<'_> {
         let driver = &mut *self.driver;
         let room: RoomName = Arc::from(room);
         driver.joining = Some(room.clone());
-        let sequencer = driver.registry.sequencer(&room).join.clone();
         let (step, reserve) = match driver.room.clone() {
             Some(old) if old != room => (
                 Step::Reserve {
@@ -437,13 +444,13 @@ impl SessionContext<'_> {
             _ => (Step::Join, false),
         };
         let request = driver.request(step);
-        sequencer.do_send(Join {
+        driver.sequence(RoomRequest::Join(Join {
             room,
             from: driver.requester(request),
             name: driver.name.clone(),
             announce: join.filter(|_| !reserve),
             reserve,
-        });
+        }));
     }
 
     /// Leaves the current room, announcing `announce` to every member
@@ -455,14 +462,14 @@ impl SessionContext<'_> {
             return;
         };
         let request = driver.request(Step::Leave);
-        driver.registry.sequencer(&room).leave.do_send(Leave {
+        driver.sequence(RoomRequest::Leave(Leave {
             room,
             id: driver.id,
             thread: driver.thread,
             request: Some(request),
             announce,
             ended: None,
-        });
+        }));
     }
 
     /// Broadcasts `event` to every member of the current room, this session
@@ -473,11 +480,11 @@ impl SessionContext<'_> {
             return;
         };
         let request = driver.request(Step::Publish);
-        driver.registry.sequencer(&room).publish.do_send(Publish {
+        driver.sequence(RoomRequest::Publish(Publish {
             room,
             from: Some(driver.requester(request)),
             event,
-        });
+        }));
     }
 
     /// Takes `name` (unique, compared case-insensitively), giving up the
@@ -503,10 +510,10 @@ impl SessionContext<'_> {
         let driver = &mut *self.driver;
         let room: RoomName = Arc::from(room);
         let request = driver.request(Step::Plain);
-        driver.registry.sequencer(&room).members.do_send(Members {
+        driver.sequence(RoomRequest::Members(Members {
             room,
             from: driver.requester(request),
-        });
+        }));
     }
 
     /// Asks for every room. Answered [`Answer::Rooms`].
@@ -558,7 +565,7 @@ impl<P: Protocol> Engine<P> {
         handle: SessionHandle,
         peer: SocketAddr,
         wire: Wire,
-        registry: Registry,
+        (registry, local): (Registry, Rc<Local>),
     ) -> Self {
         let id = handle.id();
         Engine {
@@ -567,8 +574,9 @@ impl<P: Protocol> Engine<P> {
                 id,
                 peer,
                 wire,
-                thread: registry.thread_of(id),
+                thread: local.thread,
                 registry,
+                local,
                 handle,
                 name: Arc::from(""),
                 claimed: None,
@@ -596,10 +604,9 @@ impl<P: Protocol> Engine<P> {
     /// Registers with the thread's dispatcher, then lets the protocol start.
     pub(crate) fn opened(&mut self) {
         let driver = &self.driver;
-        driver.registry.dispatcher(driver.thread).do_send(Register {
-            handle: driver.handle.clone(),
-            name: driver.name.clone(),
-        });
+        let mut sessions = driver.local.sessions.borrow_mut();
+        sessions.register(driver.handle.clone(), driver.name.clone());
+        drop(sessions);
         let (protocol, mut cx) = self.cx();
         protocol.opened(&mut cx);
     }
@@ -737,14 +744,14 @@ impl<P: Protocol> Engine<P> {
         let rooms = [driver.room.clone(), driver.joining.take()];
         for room in rooms.into_iter().flatten() {
             let announce = self.protocol.quit_event(&room, &driver.name, reason);
-            driver.registry.sequencer(&room).leave.do_send(Leave {
+            driver.sequence(RoomRequest::Leave(Leave {
                 room,
                 id: driver.id,
                 thread: driver.thread,
                 request: None,
                 announce,
                 ended: Some(reason),
-            });
+            }));
         }
         if let Some(name) = driver.claimed.take() {
             driver.registry.directory(&name).do_send(Release {
@@ -752,10 +759,7 @@ impl<P: Protocol> Engine<P> {
                 owner: driver.id,
             });
         }
-        driver
-            .registry
-            .dispatcher(driver.thread)
-            .do_send(Unregister { id: driver.id });
+        driver.local.sessions.borrow_mut().unregister(driver.id);
         let closed = ClosedSession {
             id: driver.id,
             name: &driver.name,

@@ -94,6 +94,7 @@ mod framing;
 mod handle;
 mod limiter;
 mod lobby;
+mod local;
 pub mod protocol;
 mod reason;
 mod registry;

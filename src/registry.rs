@@ -18,16 +18,27 @@ use actix::prelude::*;
 use actix_rt::ArbiterHandle;
 use futures::channel::oneshot;
 
+use std::rc::Rc;
+
+use actix::dev::channel;
+
 use crate::actors::directory::{self, Directory};
 use crate::actors::dispatcher::{
-    DeliverAll, Dispatcher, ListLocal, SessionInfo, ShutdownSessions, ToSession,
+    DeliverAll, Dispatcher, ListLocal, SessionInfo, ShutdownSessions, StartSession, ToSession,
 };
 use crate::actors::room_index::{RoomIndex, Snapshot};
-use crate::actors::sequencer::{self, Publish, Sequencer, SequencerRef, StopAnnouncing};
+use crate::actors::sequencer::{
+    self, Publish, RoomRequest, Sequencer, SequencerRef, StopAnnouncing,
+};
 use crate::event::{Event, SharedEvent};
 use crate::handle::{Control, SessionId};
+use crate::local::Local;
 use crate::protocol::{ErrorCode, Rejection};
 use crate::reason::DisconnectReason;
+
+/// Messages a registry actor's mailbox holds before senders wait (actix's
+/// default; `do_send` does not wait).
+const MAILBOX: usize = 16;
 
 /// The registry of one server: every session, room and name. Cheap to
 /// clone; usable from any thread of the actix system.
@@ -53,20 +64,28 @@ impl Registry {
     pub fn start(arbiters: Vec<ArbiterHandle>, room_capacity: usize) -> Registry {
         assert!(!arbiters.is_empty(), "a registry needs at least one thread");
         let index = RoomIndex::start_in_arbiter(&arbiters[0], |_| RoomIndex::default());
-        let dispatchers: Arc<[Addr<Dispatcher>]> = arbiters
+        // Every address exists before any actor runs, so each thread's actors
+        // can be built together around the state they share.
+        let mailboxes: Vec<_> = arbiters
             .iter()
-            .map(|arbiter| Dispatcher::start_in_arbiter(arbiter, |_| Dispatcher::default()))
+            .map(|_| (channel::channel(MAILBOX), channel::channel(MAILBOX)))
             .collect();
-        let sequencers = arbiters
+        let dispatchers: Arc<[Addr<Dispatcher>]> = mailboxes
             .iter()
-            .map(|arbiter| {
-                let (dispatchers, index) = (dispatchers.clone(), index.clone());
-                let sequencer = Sequencer::start_in_arbiter(arbiter, move |_| {
-                    Sequencer::new(room_capacity, dispatchers, index)
-                });
-                SequencerRef::of(&sequencer)
-            })
+            .map(|((tx, _), _)| Addr::new(tx.clone()))
             .collect();
+        let mut sequencers = Vec::with_capacity(arbiters.len());
+        for (thread, (arbiter, ((_, dispatcher_rx), (sequencer_tx, sequencer_rx)))) in
+            arbiters.iter().zip(mailboxes).enumerate()
+        {
+            sequencers.push(SequencerRef::of(&Addr::new(sequencer_tx)));
+            let (dispatchers, index) = (dispatchers.clone(), index.clone());
+            arbiter.spawn_fn(move || {
+                let local = Rc::new(Local::new(thread, room_capacity, dispatchers, index));
+                Context::with_receiver(dispatcher_rx).run(Dispatcher::new(local.clone()));
+                Context::with_receiver(sequencer_rx).run(Sequencer::new(local));
+            });
+        }
         let directory = arbiters
             .iter()
             .map(|arbiter| Directory::start_in_arbiter(arbiter, |_| Directory::default()))
@@ -91,16 +110,37 @@ impl Registry {
         (id.0 % self.0.arbiters.len() as u64) as usize
     }
 
-    pub(crate) fn arbiter(&self, thread: usize) -> &ArbiterHandle {
-        &self.0.arbiters[thread % self.0.arbiters.len()]
+    /// Starts a session on thread `thread`: `start` builds it there, with
+    /// the thread's shared state. Answers whether the thread is running.
+    pub(crate) fn start_session(
+        &self,
+        thread: usize,
+        start: impl FnOnce(Rc<Local>) + Send + 'static,
+    ) -> bool {
+        let dispatcher = self.dispatcher(thread);
+        dispatcher.connected() && {
+            dispatcher.do_send(StartSession(Box::new(start)));
+            true
+        }
     }
 
     pub(crate) fn dispatcher(&self, thread: usize) -> &Addr<Dispatcher> {
         &self.0.dispatchers[thread % self.0.dispatchers.len()]
     }
 
-    pub(crate) fn sequencer(&self, room: &str) -> &SequencerRef {
+    fn sequencer(&self, room: &str) -> &SequencerRef {
         &self.0.sequencers[sequencer::shard_of(room, self.0.sequencers.len())]
+    }
+
+    /// Hands a room request to the room's sequencer: directly when it lives
+    /// on the caller's own thread, through its mailbox otherwise.
+    pub(crate) fn sequence(&self, local: &Local, request: RoomRequest) {
+        let shard = sequencer::shard_of(request.room(), self.0.sequencers.len());
+        if shard == local.thread {
+            local.sequence(request);
+        } else {
+            self.0.sequencers[shard].requests.do_send(request);
+        }
     }
 
     pub(crate) fn directory(&self, name: &str) -> &Addr<Directory> {
@@ -120,16 +160,13 @@ impl Registry {
     /// with its other events; each member receives it in its own wire
     /// format. Answers how many members it was sent to (0: no such room).
     pub async fn broadcast(&self, room: &str, event: impl Event) -> usize {
-        let publish = Publish {
+        let publish = RoomRequest::Publish(Publish {
             room: Arc::from(room),
             from: None,
             event: SharedEvent::new(event),
-        };
-        self.sequencer(room)
-            .publish
-            .send(publish)
-            .await
-            .unwrap_or(0)
+        });
+        let sent = self.sequencer(room).requests.send(publish);
+        sent.await.unwrap_or(0)
     }
 
     /// Sends `event` to every session of the server, in its wire format.

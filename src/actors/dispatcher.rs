@@ -5,43 +5,22 @@
 //! one per member; the dispatcher hands the shared event to its local members
 //! without crossing a thread again. Membership changes ride on the same
 //! messages as the events, so a member sees exactly the events sequenced
-//! between its join and its leave. Sessions register here when they start,
-//! which is also how the registry finds a session by id (it lives on thread
-//! `id % threads`) and how shutdown reaches every session.
+//! between its join and its leave. A room sequenced on this very thread
+//! applies its steps to the thread's [`LocalSessions`] directly, without a
+//! message. The dispatcher also starts the thread's sessions, which register
+//! with it: that is how the registry finds a session by id (it lives on
+//! thread `id % threads`) and how shutdown reaches every session.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
 
 use crate::event::SharedEvent;
 use crate::handle::{Control, RequestId, SessionHandle, SessionId};
+use crate::local::Local;
 use crate::room::{Answer, Peer, Response, RoomName};
-
-/// A session started on this thread.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Register {
-    pub handle: SessionHandle,
-    pub name: Arc<str>,
-}
-
-/// A session of this thread changed its name or room (for
-/// [`SessionInfo`] and lookups by id).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Presence {
-    pub id: SessionId,
-    pub name: Arc<str>,
-    pub room: Option<RoomName>,
-}
-
-/// A session of this thread has ended.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Unregister {
-    pub id: SessionId,
-}
 
 /// One step of a room's sequence for this thread's members, applied in this
 /// order: `add` joins the local member list, `event` reaches every local
@@ -56,6 +35,12 @@ pub(crate) struct Deliver {
     pub remove: Option<SessionId>,
     pub answer: Option<(SessionId, RequestId, Response)>,
 }
+
+/// Start a session on this thread: the closure builds it with the thread's
+/// shared state.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StartSession(pub Box<dyn FnOnce(Rc<Local>) + Send>);
 
 /// An event for every session of this thread.
 #[derive(Message)]
@@ -108,9 +93,9 @@ struct LocalSession {
     room: Option<RoomName>,
 }
 
-/// One thread's dispatcher. See the module docs.
+/// One thread's sessions and which rooms they are in.
 #[derive(Default)]
-pub struct Dispatcher {
+pub(crate) struct LocalSessions {
     /// Every live session of this thread.
     sessions: HashMap<SessionId, LocalSession>,
     /// Room → this thread's members of it. Order within a thread does not
@@ -120,14 +105,9 @@ pub struct Dispatcher {
     shutting_down: bool,
 }
 
-impl Actor for Dispatcher {
-    type Context = Context<Self>;
-}
-
-impl Handler<Register> for Dispatcher {
-    type Result = ();
-
-    fn handle(&mut self, Register { handle, name }: Register, _: &mut Context<Self>) {
+impl LocalSessions {
+    /// A session of this thread started.
+    pub(crate) fn register(&mut self, handle: SessionHandle, name: Arc<str>) {
         if self.shutting_down {
             handle.shutdown();
         }
@@ -138,31 +118,22 @@ impl Handler<Register> for Dispatcher {
         };
         self.sessions.insert(handle.id(), local);
     }
-}
 
-impl Handler<Presence> for Dispatcher {
-    type Result = ();
-
-    fn handle(&mut self, Presence { id, name, room }: Presence, _: &mut Context<Self>) {
+    /// A session changed its name or room.
+    pub(crate) fn presence(&mut self, id: SessionId, name: Arc<str>, room: Option<RoomName>) {
         if let Some(session) = self.sessions.get_mut(&id) {
             session.name = name;
             session.room = room;
         }
     }
-}
 
-impl Handler<Unregister> for Dispatcher {
-    type Result = ();
-
-    fn handle(&mut self, Unregister { id }: Unregister, _: &mut Context<Self>) {
+    /// A session ended.
+    pub(crate) fn unregister(&mut self, id: SessionId) {
         self.sessions.remove(&id);
     }
-}
 
-impl Handler<Deliver> for Dispatcher {
-    type Result = ();
-
-    fn handle(&mut self, deliver: Deliver, _: &mut Context<Self>) {
+    /// Applies one step of a room's sequence (see [`Deliver`]).
+    pub(crate) fn apply(&mut self, deliver: Deliver) {
         let Deliver {
             room,
             add,
@@ -199,14 +170,47 @@ impl Handler<Deliver> for Dispatcher {
     }
 }
 
+/// One thread's dispatcher actor: the mailbox of its [`LocalSessions`] for
+/// other threads. See the module docs.
+pub struct Dispatcher {
+    local: Rc<Local>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(local: Rc<Local>) -> Self {
+        Dispatcher { local }
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<StartSession> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, StartSession(start): StartSession, _: &mut Context<Self>) {
+        start(self.local.clone());
+    }
+}
+
+impl Handler<Deliver> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, deliver: Deliver, _: &mut Context<Self>) {
+        self.local.sessions.borrow_mut().apply(deliver);
+    }
+}
+
 impl Handler<DeliverAll> for Dispatcher {
     type Result = usize;
 
     fn handle(&mut self, DeliverAll(event): DeliverAll, _: &mut Context<Self>) -> usize {
-        for session in self.sessions.values() {
+        let local = self.local.sessions.borrow();
+        for session in local.sessions.values() {
             session.handle.send_shared(event.clone());
         }
-        self.sessions.len()
+        local.sessions.len()
     }
 }
 
@@ -217,7 +221,8 @@ impl Handler<ToSession> for Dispatcher {
         let id = match &message {
             ToSession::Event(id, _) | ToSession::Close(id, ..) | ToSession::Control(id, _) => *id,
         };
-        let Some(session) = self.sessions.get(&id) else {
+        let local = self.local.sessions.borrow();
+        let Some(session) = local.sessions.get(&id) else {
             return false;
         };
         match message {
@@ -233,7 +238,8 @@ impl Handler<FindSession> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, find: FindSession, _: &mut Context<Self>) {
-        let peer = self.sessions.get(&find.id).map(|session| Peer {
+        let local = self.local.sessions.borrow();
+        let peer = local.sessions.get(&find.id).map(|session| Peer {
             id: find.id,
             name: session.name.clone(),
             handle: session.handle.clone(),
@@ -247,7 +253,8 @@ impl Handler<ListLocal> for Dispatcher {
     type Result = MessageResult<ListLocal>;
 
     fn handle(&mut self, _: ListLocal, _: &mut Context<Self>) -> Self::Result {
-        let sessions = self.sessions.iter().map(|(&id, session)| SessionInfo {
+        let local = self.local.sessions.borrow();
+        let sessions = local.sessions.iter().map(|(&id, session)| SessionInfo {
             id,
             nick: session.name.to_string(),
             room: session.room.as_deref().map(str::to_owned),
@@ -260,8 +267,9 @@ impl Handler<ShutdownSessions> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, _: ShutdownSessions, _: &mut Context<Self>) {
-        self.shutting_down = true;
-        for session in self.sessions.values() {
+        let mut local = self.local.sessions.borrow_mut();
+        local.shutting_down = true;
+        for session in local.sessions.values() {
             session.handle.shutdown();
         }
     }

@@ -105,19 +105,16 @@ impl Listener {
             };
             let (config, protocol, drain) = (config.clone(), protocol.clone(), drain.clone());
             let session_registry = registry.clone();
-            let started =
-                registry.arbiter(registry.thread_of(id)).spawn_fn(
-                    move || match TcpStream::from_std(stream) {
-                        Ok(stream) => {
-                            let parts = (session_registry, protocol());
-                            Session::create(move |_| {
-                                Session::new(id, stream, peer, config, parts, permit, drain)
-                            });
-                        }
-                        Err(error) => warn!("cannot register {peer}: {error}"),
-                    },
-                );
-            if !started {
+            let start = move |local| match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let parts = (session_registry, local, protocol());
+                    Session::create(move |_| {
+                        Session::new(id, stream, peer, config, parts, permit, drain)
+                    });
+                }
+                Err(error) => warn!("cannot register {peer}: {error}"),
+            };
+            if !registry.start_session(registry.thread_of(id), start) {
                 warn!("session thread is gone; {peer} dropped");
             }
         };

@@ -12,10 +12,13 @@
 //!
 //! # The sequencer boundary
 //!
-//! Sessions and the registry reach a sequencer only through the messages of
-//! this module — [`Join`], [`Confirm`], [`Leave`], [`Publish`], [`Rename`],
-//! [`Members`] and [`StopAnnouncing`] — held as recipients in a
-//! [`SequencerRef`]. What a sequencer promises in return is:
+//! Sessions and the registry reach a sequencer only through [`RoomRequest`]s
+//! (join, confirm a held seat, leave, publish, rename, members) and
+//! [`StopAnnouncing`], held as recipients in a [`SequencerRef`]. A session
+//! whose room is sequenced on its own thread hands the request to the
+//! thread's [`RoomShard`] directly instead of through the mailbox: the same
+//! request, the same state, one actor message fewer. What a sequencer
+//! promises in return is:
 //!
 //! - for each room, one total order of its events, delivered to every thread
 //!   that has members as [`Deliver`] messages in that order;
@@ -30,14 +33,16 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::dispatcher::{Deliver, Dispatcher};
-use super::room_index::{RoomIndex, RoomSize};
+use super::dispatcher::Deliver;
+use super::room_index::RoomSize;
 use crate::event::SharedEvent;
 use crate::handle::{RequestId, SessionId};
+use crate::local::Local;
 use crate::reason::DisconnectReason;
 use crate::room::{Answer, Response, RoomName};
 
@@ -50,14 +55,39 @@ pub(crate) struct Requester {
     pub request: RequestId,
 }
 
+/// A request about one room, to the sequencer that owns it. Answers how
+/// many members a [`RoomRequest::Publish`] reached (0 for the others).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) enum RoomRequest {
+    Join(Join),
+    Confirm(Confirm),
+    Leave(Leave),
+    Publish(Publish),
+    Rename(Rename),
+    Members(Members),
+}
+
+impl RoomRequest {
+    /// The room the request is about: it decides the sequencer.
+    pub(crate) fn room(&self) -> &RoomName {
+        match self {
+            RoomRequest::Join(Join { room, .. })
+            | RoomRequest::Confirm(Confirm { room, .. })
+            | RoomRequest::Leave(Leave { room, .. })
+            | RoomRequest::Publish(Publish { room, .. })
+            | RoomRequest::Rename(Rename { room, .. })
+            | RoomRequest::Members(Members { room, .. }) => room,
+        }
+    }
+}
+
 /// Take a seat in `room`. Without `reserve`, the member is announced at once
 /// (`announce` to every member including it) and answered
 /// [`Answer::Joined`]; with it, the seat is only held (counted against the
 /// capacity, not announced) until a [`Confirm`], so a session moving rooms can
 /// leave its old room first and still be refused by a full room before
 /// leaving.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub(crate) struct Join {
     pub room: RoomName,
     pub from: Requester,
@@ -67,8 +97,6 @@ pub(crate) struct Join {
 }
 
 /// Turn a held seat into membership, announcing it.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub(crate) struct Confirm {
     pub room: RoomName,
     pub from: Requester,
@@ -79,8 +107,6 @@ pub(crate) struct Confirm {
 /// member including the leaver; a session that ended is removed first and
 /// the rest are told, unless the server is shutting down. Leaving a room
 /// one is not in is answered all the same.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub(crate) struct Leave {
     pub room: RoomName,
     pub id: SessionId,
@@ -91,9 +117,6 @@ pub(crate) struct Leave {
 }
 
 /// Broadcast `event` to every member of `room`, if `from` (when given) is one.
-/// Answers how many members it was sent to.
-#[derive(Message)]
-#[rtype(result = "usize")]
 pub(crate) struct Publish {
     pub room: RoomName,
     pub from: Option<Requester>,
@@ -101,8 +124,6 @@ pub(crate) struct Publish {
 }
 
 /// A member's name changed: keep it for `WHO`, and announce it.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub(crate) struct Rename {
     pub room: RoomName,
     pub from: Requester,
@@ -112,8 +133,6 @@ pub(crate) struct Rename {
 }
 
 /// Answer with the members of `room`.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub(crate) struct Members {
     pub room: RoomName,
     pub from: Requester,
@@ -129,24 +148,14 @@ pub(crate) struct StopAnnouncing;
 /// (see the module docs).
 #[derive(Clone)]
 pub(crate) struct SequencerRef {
-    pub join: Recipient<Join>,
-    pub confirm: Recipient<Confirm>,
-    pub leave: Recipient<Leave>,
-    pub publish: Recipient<Publish>,
-    pub rename: Recipient<Rename>,
-    pub members: Recipient<Members>,
+    pub requests: Recipient<RoomRequest>,
     pub stop_announcing: Recipient<StopAnnouncing>,
 }
 
 impl SequencerRef {
     pub(crate) fn of(sequencer: &Addr<Sequencer>) -> Self {
         SequencerRef {
-            join: sequencer.clone().recipient(),
-            confirm: sequencer.clone().recipient(),
-            leave: sequencer.clone().recipient(),
-            publish: sequencer.clone().recipient(),
-            rename: sequencer.clone().recipient(),
-            members: sequencer.clone().recipient(),
+            requests: sequencer.clone().recipient(),
             stop_announcing: sequencer.clone().recipient(),
         }
     }
@@ -157,6 +166,38 @@ impl SequencerRef {
 pub(crate) fn shard_of(room: &str, shards: usize) -> usize {
     let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(room);
     (hash % shards.max(1) as u64) as usize
+}
+
+/// The sequencer actor of one thread: the mailbox of the thread's
+/// [`RoomShard`] for requests from other threads.
+pub struct Sequencer {
+    local: Rc<Local>,
+}
+
+impl Sequencer {
+    pub(crate) fn new(local: Rc<Local>) -> Self {
+        Sequencer { local }
+    }
+}
+
+impl Actor for Sequencer {
+    type Context = Context<Self>;
+}
+
+impl Handler<RoomRequest> for Sequencer {
+    type Result = usize;
+
+    fn handle(&mut self, request: RoomRequest, _: &mut Context<Self>) -> usize {
+        self.local.sequence(request)
+    }
+}
+
+impl Handler<StopAnnouncing> for Sequencer {
+    type Result = ();
+
+    fn handle(&mut self, _: StopAnnouncing, _: &mut Context<Self>) {
+        self.local.rooms.borrow_mut().shutting_down = true;
+    }
 }
 
 struct Member {
@@ -191,75 +232,87 @@ impl Room {
     fn position(&self, id: SessionId) -> Option<usize> {
         self.members.iter().position(|member| member.id == id)
     }
+
+    fn is_announced(&self, id: SessionId) -> bool {
+        self.position(id)
+            .is_some_and(|at| !self.members[at].reserved)
+    }
 }
 
-/// The sequencer of the rooms hashed to one shard. See the module docs.
-pub struct Sequencer {
+/// One step of a room's sequence; see [`Deliver`] for the order it is
+/// applied in.
+#[derive(Default)]
+struct Step {
+    add: Option<(SessionId, usize)>,
+    event: Option<SharedEvent>,
+    remove: Option<(SessionId, usize)>,
+    answer: Option<(Requester, Response)>,
+}
+
+/// The rooms hashed to one thread: their members and their one order.
+pub(crate) struct RoomShard {
     capacity: usize,
-    dispatchers: Arc<[Addr<Dispatcher>]>,
-    index: Addr<RoomIndex>,
     rooms: HashMap<RoomName, Room>,
     /// Set for good once shutdown starts.
     shutting_down: bool,
 }
 
-impl Sequencer {
-    pub(crate) fn new(
-        capacity: usize,
-        dispatchers: Arc<[Addr<Dispatcher>]>,
-        index: Addr<RoomIndex>,
-    ) -> Self {
-        Sequencer {
+impl RoomShard {
+    pub(crate) fn new(capacity: usize) -> Self {
+        RoomShard {
             capacity,
-            dispatchers,
-            index,
             rooms: HashMap::new(),
             shutting_down: false,
         }
     }
 
+    /// Carries out one request; `local` routes what it causes.
+    pub(crate) fn handle(&mut self, request: RoomRequest, local: &Local) -> usize {
+        match request {
+            RoomRequest::Join(join) => self.join(join, local),
+            RoomRequest::Confirm(confirm) => self.confirm(confirm, local),
+            RoomRequest::Leave(leave) => self.leave(leave, local),
+            RoomRequest::Publish(publish) => return self.publish(publish, local),
+            RoomRequest::Rename(rename) => self.rename(rename, local),
+            RoomRequest::Members(Members { room, from }) => {
+                let members = self.rooms.get(&room).map(Room::names).unwrap_or_default();
+                answer(local, from, Answer::Members { room, members }.into());
+            }
+        }
+        0
+    }
+
     /// Sends one step of `room`'s sequence to every thread that has members
     /// (counted after `add`, before `remove`), plus the threads that `add`,
     /// `remove` or `answer` concern.
-    fn sequence(&self, room: &RoomName, step: Step) {
+    fn sequence(&self, room: &RoomName, step: Step, local: &Local) {
         let Some(state) = self.rooms.get(room) else {
-            return self.answer_only(step);
+            if let Some((requester, response)) = step.answer {
+                answer(local, requester, response);
+            }
+            return;
         };
-        for (thread, dispatcher) in self.dispatchers.iter().enumerate() {
+        for thread in 0..local.threads() {
             let concerned = |who: Option<(SessionId, usize)>| who.is_some_and(|(_, t)| t == thread);
             let answer = step.answer.as_ref().filter(|(r, _)| r.thread == thread);
             let has_members = state.per_thread.get(thread).is_some_and(|&n| n > 0);
             if !(has_members || concerned(step.add) || concerned(step.remove) || answer.is_some()) {
                 continue;
             }
-            dispatcher.do_send(Deliver {
+            let deliver = Deliver {
                 room: Some(room.clone()),
                 add: step.add.filter(|&(_, t)| t == thread).map(|(id, _)| id),
                 event: step.event.clone(),
                 remove: step.remove.filter(|&(_, t)| t == thread).map(|(id, _)| id),
                 answer: answer.map(|(r, response)| (r.id, r.request, response.clone())),
-            });
+            };
+            local.deliver(thread, deliver);
         }
     }
 
-    fn answer_only(&self, step: Step) {
-        if let Some((requester, response)) = step.answer {
-            self.answer(requester, response);
-        }
-    }
-
-    fn answer(&self, requester: Requester, response: Response) {
-        if let Some(dispatcher) = self.dispatchers.get(requester.thread) {
-            dispatcher.do_send(Deliver {
-                answer: Some((requester.id, requester.request, response)),
-                ..Deliver::default()
-            });
-        }
-    }
-
-    fn report_size(&self, room: &RoomName) {
+    fn report_size(&self, room: &RoomName, local: &Local) {
         let members = self.rooms.get(room).map_or(0, Room::announced);
-        self.index.do_send(RoomSize {
+        local.index().do_send(RoomSize {
             room: room.clone(),
             members,
         });
@@ -285,26 +338,8 @@ impl Sequencer {
             self.rooms.remove(room);
         }
     }
-}
 
-/// One step of a room's sequence; see [`Deliver`] for the order it is
-/// applied in.
-#[derive(Default)]
-struct Step {
-    add: Option<(SessionId, usize)>,
-    event: Option<SharedEvent>,
-    remove: Option<(SessionId, usize)>,
-    answer: Option<(Requester, Response)>,
-}
-
-impl Actor for Sequencer {
-    type Context = Context<Self>;
-}
-
-impl Handler<Join> for Sequencer {
-    type Result = ();
-
-    fn handle(&mut self, join: Join, _: &mut Context<Self>) {
+    fn join(&mut self, join: Join, local: &Local) {
         let Join {
             room,
             from,
@@ -316,13 +351,12 @@ impl Handler<Join> for Sequencer {
         if state.position(from.id).is_some() {
             // Already seated: joining again changes nothing.
             let members = state.names();
-            let answer = Answer::Joined { room, members };
-            return self.answer(from, answer.into());
+            return answer(local, from, Answer::Joined { room, members }.into());
         }
         if state.members.len() >= self.capacity {
             let capacity = self.capacity;
             self.drop_if_empty(&room);
-            return self.answer(from, Answer::RoomFull { room, capacity }.into());
+            return answer(local, from, Answer::RoomFull { room, capacity }.into());
         }
         state.members.push(Member {
             id: from.id,
@@ -331,68 +365,57 @@ impl Handler<Join> for Sequencer {
             reserved: reserve,
         });
         if reserve {
-            return self.answer(from, Response::Reserved);
+            return answer(local, from, Response::Reserved);
         }
-        self.announce_join(room, from, announce);
+        self.announce_join(room, from, announce, local);
     }
-}
 
-impl Sequencer {
-    fn announce_join(&mut self, room: RoomName, from: Requester, announce: Option<SharedEvent>) {
+    fn announce_join(
+        &mut self,
+        room: RoomName,
+        from: Requester,
+        announce: Option<SharedEvent>,
+        local: &Local,
+    ) {
         self.count(&room, from.thread, 1);
-        self.report_size(&room);
+        self.report_size(&room, local);
         let members = self.rooms.get(&room).map(Room::names).unwrap_or_default();
-        let answer = Answer::Joined {
+        let joined = Answer::Joined {
             room: room.clone(),
             members,
         };
-        self.sequence(
-            &room,
-            Step {
-                add: Some((from.id, from.thread)),
-                event: announce,
-                answer: Some((from, answer.into())),
-                ..Step::default()
-            },
-        );
+        let step = Step {
+            add: Some((from.id, from.thread)),
+            event: announce,
+            answer: Some((from, joined.into())),
+            ..Step::default()
+        };
+        self.sequence(&room, step, local);
     }
-}
 
-impl Handler<Confirm> for Sequencer {
-    type Result = ();
-
-    fn handle(&mut self, confirm: Confirm, _: &mut Context<Self>) {
+    fn confirm(&mut self, confirm: Confirm, local: &Local) {
         let Confirm {
             room,
             from,
             announce,
         } = confirm;
-        let Some(member) = self
-            .rooms
-            .get_mut(&room)
-            .and_then(|state| state.members.iter_mut().find(|m| m.id == from.id))
+        let Some(state) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let Some(at) = state
+            .position(from.id)
+            .filter(|&at| state.members[at].reserved)
         else {
             return;
         };
-        if !member.reserved {
-            return;
-        }
+        // A member takes its place in the join order when it is announced.
+        let mut member = state.members.remove(at);
         member.reserved = false;
-        // A member moves to the end of the join order when it is announced.
-        if let Some(state) = self.rooms.get_mut(&room)
-            && let Some(at) = state.position(from.id)
-        {
-            let member = state.members.remove(at);
-            state.members.push(member);
-        }
-        self.announce_join(room, from, announce);
+        state.members.push(member);
+        self.announce_join(room, from, announce, local);
     }
-}
 
-impl Handler<Leave> for Sequencer {
-    type Result = ();
-
-    fn handle(&mut self, leave: Leave, _: &mut Context<Self>) {
+    fn leave(&mut self, leave: Leave, local: &Local) {
         let Leave {
             room,
             id,
@@ -406,95 +429,75 @@ impl Handler<Leave> for Sequencer {
             thread,
             request,
         });
-        let answer = requester.map(|r| (r, Answer::Left { room: room.clone() }.into()));
+        let left = requester.map(|r| (r, Answer::Left { room: room.clone() }.into()));
         let removed = self.rooms.get_mut(&room).and_then(|state| {
             let at = state.position(id)?;
             Some(state.members.remove(at))
         });
-        let Some(member) = removed else {
-            return self.answer_only(Step {
-                answer,
-                ..Step::default()
-            });
+        let member = match removed {
+            Some(member) if !member.reserved => member,
+            _ => {
+                self.drop_if_empty(&room);
+                if let Some((requester, response)) = left {
+                    answer(local, requester, response);
+                }
+                return;
+            }
         };
-        if member.reserved {
-            self.drop_if_empty(&room);
-            return self.answer_only(Step {
-                answer,
-                ..Step::default()
-            });
-        }
-        self.report_size(&room);
-        let step = match ended {
+        self.report_size(&room, local);
+        match ended {
             // The leaver hears its own LEAVE, then is removed.
             None => {
                 let step = Step {
                     event: announce,
                     remove: Some((id, member.thread)),
-                    answer,
+                    answer: left,
                     ..Step::default()
                 };
-                self.sequence(&room, step);
-                None
+                self.sequence(&room, step, local);
+                self.count(&room, member.thread, -1);
             }
             // A session that ended is gone; the rest are told why.
             Some(reason) => {
                 let quiet = self.shutting_down || reason == DisconnectReason::Shutdown;
-                Some(Step {
+                self.count(&room, member.thread, -1);
+                let step = Step {
                     remove: Some((id, member.thread)),
                     event: announce.filter(|_| !quiet),
-                    answer,
+                    answer: left,
                     ..Step::default()
-                })
+                };
+                self.sequence(&room, step, local);
             }
-        };
-        self.count(&room, member.thread, -1);
-        if let Some(step) = step {
-            self.sequence(&room, step);
         }
         self.drop_if_empty(&room);
     }
-}
 
-impl Handler<Publish> for Sequencer {
-    type Result = usize;
-
-    fn handle(&mut self, Publish { room, from, event }: Publish, _: &mut Context<Self>) -> usize {
-        let is_member = |state: &Room, id| {
-            let at = state.position(id);
-            at.is_some_and(|at| !state.members[at].reserved)
-        };
+    fn publish(&mut self, Publish { room, from, event }: Publish, local: &Local) -> usize {
         let allowed = match from {
             Some(from) => self
                 .rooms
                 .get(&room)
-                .is_some_and(|state| is_member(state, from.id)),
+                .is_some_and(|state| state.is_announced(from.id)),
             None => true,
         };
-        let answer = from.map(|from| (from, Response::Published));
+        let published = from.map(|from| (from, Response::Published));
         if !allowed {
-            self.answer_only(Step {
-                answer,
-                ..Step::default()
-            });
+            if let Some((requester, response)) = published {
+                answer(local, requester, response);
+            }
             return 0;
         }
-        self.sequence(
-            &room,
-            Step {
-                event: Some(event),
-                answer,
-                ..Step::default()
-            },
-        );
+        let step = Step {
+            event: Some(event),
+            answer: published,
+            ..Step::default()
+        };
+        self.sequence(&room, step, local);
         self.rooms.get(&room).map_or(0, Room::announced)
     }
-}
 
-impl Handler<Rename> for Sequencer {
-    type Result = ();
-
-    fn handle(&mut self, rename: Rename, _: &mut Context<Self>) {
+    fn rename(&mut self, rename: Rename, local: &Local) {
         let Rename {
             room,
             from,
@@ -502,43 +505,34 @@ impl Handler<Rename> for Sequencer {
             name,
             announce,
         } = rename;
-        let member = self
-            .rooms
-            .get_mut(&room)
-            .and_then(|state| state.members.iter_mut().find(|m| m.id == from.id));
-        let answer = Answer::Renamed {
+        let renamed = Answer::Renamed {
             old,
             new: name.clone(),
             room: Some(room.clone()),
         };
+        let member = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|state| state.members.iter_mut().find(|m| m.id == from.id));
         let Some(member) = member else {
-            return self.answer(from, answer.into());
+            return answer(local, from, renamed.into());
         };
         member.name = name;
-        self.sequence(
-            &room,
-            Step {
-                event: announce,
-                answer: Some((from, answer.into())),
-                ..Step::default()
-            },
-        );
+        let step = Step {
+            event: announce,
+            answer: Some((from, renamed.into())),
+            ..Step::default()
+        };
+        self.sequence(&room, step, local);
     }
 }
 
-impl Handler<Members> for Sequencer {
-    type Result = ();
-
-    fn handle(&mut self, Members { room, from }: Members, _: &mut Context<Self>) {
-        let members = self.rooms.get(&room).map(Room::names).unwrap_or_default();
-        self.answer(from, Answer::Members { room, members }.into());
-    }
-}
-
-impl Handler<StopAnnouncing> for Sequencer {
-    type Result = ();
-
-    fn handle(&mut self, _: StopAnnouncing, _: &mut Context<Self>) {
-        self.shutting_down = true;
-    }
+/// Sends `response` to `requester` through its thread's dispatcher, so it
+/// comes after whatever that dispatcher was sent before.
+fn answer(local: &Local, requester: Requester, response: Response) {
+    let deliver = Deliver {
+        answer: Some((requester.id, requester.request, response)),
+        ..Deliver::default()
+    };
+    local.deliver(requester.thread, deliver);
 }

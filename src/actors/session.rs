@@ -34,6 +34,7 @@ use crate::driver::{Engine, Protocol};
 use crate::framing::{FrameError, FrameReader, Inbound};
 use crate::handle::{Inbox, SessionHandle, SessionId, TakeInbox};
 use crate::limiter::ConnectionPermit;
+use crate::local::Local;
 use crate::reason::DisconnectReason;
 use crate::registry::Registry;
 
@@ -91,7 +92,7 @@ impl<P: Protocol> Session<P> {
         stream: TcpStream,
         peer: SocketAddr,
         config: Arc<SessionConfig>,
-        (registry, protocol): (Registry, P),
+        (registry, local, protocol): (Registry, Rc<Local>, P),
         permit: Option<ConnectionPermit>,
         drain: Option<DrainGuard>,
     ) -> Self {
@@ -104,7 +105,7 @@ impl<P: Protocol> Session<P> {
         Session {
             id,
             peer,
-            engine: Engine::new(protocol, handle, peer, config.wire, registry),
+            engine: Engine::new(protocol, handle, peer, config.wire, (registry, local)),
             config,
             reader: Some(reader),
             writer: Some(writer),

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +26,7 @@ use crate::driver::{Engine, Protocol};
 use crate::framing::Framing;
 use crate::handle::{Inbox, SessionHandle, SessionId, TakeInbox};
 use crate::limiter::ConnectionPermit;
+use crate::local::Local;
 use crate::reason::DisconnectReason;
 use crate::registry::Registry;
 
@@ -81,7 +83,7 @@ pub struct UdpPeer<P: Protocol> {
 }
 
 impl<P: Protocol> UdpPeer<P> {
-    pub(crate) fn new(parts: UdpPeerParts, protocol: P) -> Self {
+    pub(crate) fn new(parts: UdpPeerParts, local: Rc<Local>, protocol: P) -> Self {
         let UdpPeerParts {
             id,
             peer,
@@ -100,7 +102,7 @@ impl<P: Protocol> UdpPeer<P> {
         UdpPeer {
             id,
             peer,
-            engine: Engine::new(protocol, handle, peer, config.wire, registry),
+            engine: Engine::new(protocol, handle, peer, config.wire, (registry, local)),
             config,
             endpoint,
             router,

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use actix::dev::channel;
 use actix::prelude::*;
 use bytes::Bytes;
 use log::debug;
@@ -21,6 +22,10 @@ use crate::driver::Protocol;
 use crate::handle::{SessionId, SessionIds};
 use crate::limiter::ConnectionLimiter;
 use crate::registry::Registry;
+
+/// Datagrams a peer's mailbox holds before senders wait (actix's default;
+/// the router's `do_send` does not wait).
+const MAILBOX: usize = 16;
 
 /// Starts a peer session on the thread its id belongs to.
 type SpawnPeer = dyn Fn(UdpPeerParts) -> Recipient<Receive>;
@@ -62,8 +67,15 @@ impl UdpSessions {
         let registry = service.registry.clone();
         let spawn = move |parts: UdpPeerParts| {
             let protocol = protocol.clone();
-            let arbiter = registry.arbiter(registry.thread_of(parts.id));
-            UdpPeer::start_in_arbiter(arbiter, move |_| UdpPeer::new(parts, protocol())).recipient()
+            // The address exists before the peer does: the router can queue
+            // the first datagram for it at once.
+            let (mailbox, receiver) = channel::channel(MAILBOX);
+            let thread = registry.thread_of(parts.id);
+            registry.start_session(thread, move |local| {
+                let peer = UdpPeer::new(parts, local, protocol());
+                Context::with_receiver(receiver).run(peer);
+            });
+            Addr::<UdpPeer<P>>::new(mailbox).recipient()
         };
         UdpSessions::create(move |ctx| UdpSessions {
             endpoint: UdpEndpoint::new(socket, "udp", ctx.address().recipient()).start(),
