@@ -219,8 +219,8 @@ pub(crate) struct Driver {
     out: Vec<Bytes>,
     /// Set when the protocol's close has come in order: the session closes.
     close: Option<(DisconnectReason, Option<Bytes>)>,
-    /// The protocol asked to close: no more input is read.
-    closing: bool,
+    /// The protocol asked to close, for this reason: no more input is read.
+    closing: Option<DisconnectReason>,
 }
 
 impl Driver {
@@ -239,7 +239,7 @@ impl Driver {
     }
 
     fn write(&mut self, bytes: Bytes) {
-        if self.closing && self.slots.is_empty() {
+        if self.closing.is_some() && self.slots.is_empty() {
             return;
         }
         if self.slots.is_empty() {
@@ -345,7 +345,7 @@ impl Driver {
 
     /// Whether the session should stop reading for now.
     fn input_paused(&self) -> bool {
-        self.closing
+        self.closing.is_some()
             || self.slots.len() >= REQUEST_CREDIT
             || self.slots.iter().any(Slot::is_barrier)
     }
@@ -412,10 +412,10 @@ impl SessionContext<'_> {
     /// after this is carried out.
     pub fn close(&mut self, reason: DisconnectReason, farewell: Option<Bytes>) {
         let driver = &mut *self.driver;
-        if driver.closing {
+        if driver.closing.is_some() {
             return;
         }
-        driver.closing = true;
+        driver.closing = Some(reason);
         if driver.slots.is_empty() {
             driver.close = Some((reason, farewell));
         } else {
@@ -587,7 +587,7 @@ impl<P: Protocol> Engine<P> {
                 controls: VecDeque::new(),
                 out: Vec::new(),
                 close: None,
-                closing: false,
+                closing: None,
             },
         }
     }
@@ -707,7 +707,7 @@ impl<P: Protocol> Engine<P> {
     }
 
     fn run_controls(&mut self) {
-        while !self.driver.slots.iter().any(Slot::is_barrier) && !self.driver.closing {
+        while !self.driver.slots.iter().any(Slot::is_barrier) && self.driver.closing.is_none() {
             let Some(control) = self.driver.controls.pop_front() else {
                 return;
             };
@@ -729,6 +729,12 @@ impl<P: Protocol> Engine<P> {
 
     /// Whether the protocol asked to close (input is over).
     pub(crate) fn is_closing(&self) -> bool {
+        self.driver.closing.is_some()
+    }
+
+    /// Why the protocol asked to close, while the close waits for the
+    /// answers owed before it.
+    pub(crate) fn closing_reason(&self) -> Option<DisconnectReason> {
         self.driver.closing
     }
 

@@ -142,12 +142,18 @@ impl<P: Protocol> Session<P> {
         if self.closing.is_none() {
             self.outbound.extend(output);
         }
-        if self.engine.is_closing()
+        if let Some(reason) = self.engine.closing_reason()
             && let Some(reading) = self.reading.take()
         {
             // Nothing the peer sent after its session began closing is
-            // carried out.
+            // carried out; answers still owed before the close get the flush
+            // timeout to arrive.
             ctx.cancel_future(reading);
+            ctx.run_later(self.config.flush_timeout, move |act, ctx| {
+                if act.closing.is_none() {
+                    act.end(reason, ctx);
+                }
+            });
         }
         if let Some((reason, farewell)) = self.engine.take_close() {
             return self.begin_close(reason, farewell, ctx);

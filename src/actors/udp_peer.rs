@@ -76,6 +76,8 @@ pub struct UdpPeer<P: Protocol> {
     /// Datagrams that arrived while the protocol waited for an answer.
     held: VecDeque<Bytes>,
     stop_reason: Option<DisconnectReason>,
+    /// A timer ends the peer should answers owed before its close not come.
+    close_armed: bool,
     /// The connection slot, held until the actor is gone.
     _permit: Option<ConnectionPermit>,
     /// Held until the actor is gone, so a shutdown waits for this peer.
@@ -111,6 +113,7 @@ impl<P: Protocol> UdpPeer<P> {
             rate_limit,
             held: VecDeque::new(),
             stop_reason: None,
+            close_armed: false,
             _permit: permit,
             _drain: drain,
         }
@@ -145,7 +148,16 @@ impl<P: Protocol> UdpPeer<P> {
                 }
                 return self.end(reason, ctx);
             }
-            if self.engine.is_closing() || self.engine.input_paused() {
+            if let Some(reason) = self.engine.closing_reason() {
+                // The close waits for answers still owed; they get the
+                // flush timeout to arrive.
+                if !self.close_armed {
+                    self.close_armed = true;
+                    ctx.run_later(self.config.flush_timeout, move |act, ctx| act.end(reason, ctx));
+                }
+                return;
+            }
+            if self.engine.input_paused() {
                 return;
             }
             let Some(datagram) = self.held.pop_front() else {
