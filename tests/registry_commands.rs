@@ -1,93 +1,47 @@
-//! An actix program that embeds the lobby talks to its registry with typed
-//! messages: kick a session, broadcast or send a frame, move a session between
-//! rooms, list rooms and sessions, and subscribe to what happens.
+//! An actix program that embeds the lobby talks to its registry: kick a
+//! session, broadcast or send an event, move a session between rooms, list
+//! rooms and sessions, and subscribe to what happens.
 
 mod common;
+mod embedded;
 
-use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
 
-use actix::Addr;
 use bytes::Bytes;
 use common::{Client, READ_TIMEOUT};
+use embedded::Embedded;
 use switchboard::protocol::Command;
 use switchboard::{
-    Broadcast, DisconnectReason, JoinRoom, Kick, LeaveRoom, ListRooms, ListSessions, LobbyConfig,
-    LobbyEvent, LobbyServer, Registry, SendTo, SessionId, SessionInfo, Subscribe,
+    DisconnectReason, LobbyConfig, LobbyEvent, LobbyServer, RawFrame, SessionId, SessionInfo,
+    SharedEvent,
 };
 
 /// A lobby running in this process on its own actix system, stopped when
 /// dropped.
-struct EmbeddedLobby {
-    addr: SocketAddr,
-    registry: Addr<Registry>,
-    stop: Option<actix_rt::System>,
-    system: actix_rt::System,
-    thread: Option<thread::JoinHandle<()>>,
+struct EmbeddedLobby(Embedded);
+
+impl std::ops::Deref for EmbeddedLobby {
+    type Target = Embedded;
+
+    fn deref(&self) -> &Embedded {
+        &self.0
+    }
 }
 
 impl EmbeddedLobby {
     fn start() -> EmbeddedLobby {
-        let (started, ready) = mpsc::channel();
-        let thread = thread::spawn(move || {
-            let system = actix_rt::System::new();
-            system.block_on(async move {
-                let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind 127.0.0.1:0");
-                let lobby = LobbyServer::start(socket, LobbyConfig::default()).expect("start");
-                let handles = (lobby.local_addr(), lobby.registry().clone());
-                started
-                    .send((handles, actix_rt::System::current()))
-                    .expect("test thread waits");
-            });
-            system.run().expect("system runs until stopped");
-        });
-        let ((addr, registry), system) = ready.recv_timeout(READ_TIMEOUT).expect("lobby started");
-        EmbeddedLobby {
-            addr,
-            registry,
-            system: system.clone(),
-            stop: Some(system),
-            thread: Some(thread),
-        }
+        EmbeddedLobby(Embedded::lobby(LobbyConfig::default(), false))
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.0.addrs[0]
     }
 
     fn client(&self, nick: &str) -> Client {
-        let mut client = Client::connect(self.addr);
+        let mut client = Client::connect(self.addr());
         client.welcome_as(nick);
         client
-    }
-
-    /// Sends `message` to the registry and waits (bounded) for its answer.
-    fn ask<M>(&self, message: M) -> M::Result
-    where
-        M: actix::Message + Send + 'static,
-        M::Result: Send,
-        Registry: actix::Handler<M>,
-    {
-        let answer = self.registry.send(message);
-        let bounded = async { tokio::time::timeout(READ_TIMEOUT, answer).await };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a runtime to wait on");
-        runtime
-            .block_on(bounded)
-            .expect("registry answers in time")
-            .expect("registry is running")
-    }
-}
-
-impl Drop for EmbeddedLobby {
-    fn drop(&mut self) {
-        if let Some(system) = self.stop.take() {
-            system.stop();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -101,18 +55,14 @@ fn kick_closes_the_session_and_tells_its_room_why() {
     alice.expect("JOIN arena bob");
 
     let farewell = Bytes::from_static(b"ERR kicked by the host\n");
-    let kicked = lobby.ask(Kick {
-        session: SessionId(bob.id),
-        farewell: Some(farewell),
-    });
+    let bob_id = SessionId(bob.id);
+    let farewell = Some(SharedEvent::new(RawFrame(farewell)));
+    let kicked = lobby.ask(move |registry| async move { registry.kick(bob_id, farewell).await });
     assert!(kicked);
     bob.expect("ERR kicked by the host");
     bob.expect_eof();
     alice.expect("QUIT arena bob kicked");
-    assert!(!lobby.ask(Kick {
-        session: SessionId(bob.id),
-        farewell: None,
-    }));
+    assert!(!lobby.ask(move |registry| async move { registry.kick(bob_id, None).await }));
 }
 
 #[test]
@@ -126,27 +76,24 @@ fn broadcast_reaches_a_room_or_everyone_and_lists_show_the_lobby() {
     alice.expect("JOIN arena bob");
 
     let tick = Bytes::from_static(b"MSG arena host tick 1\n");
-    let reached = lobby.ask(Broadcast {
-        room: Some("arena".into()),
-        frame: tick,
-    });
+    let reached =
+        lobby.ask(|registry| async move { registry.broadcast("arena", RawFrame(tick)).await });
     assert_eq!(reached, 2);
     alice.expect("MSG arena host tick 1");
     bob.expect("MSG arena host tick 1");
     carol.expect_nothing_pending();
 
     let everyone = Bytes::from_static(b"MSG * host server restarts soon\n");
-    let reached = lobby.ask(Broadcast {
-        room: None,
-        frame: everyone,
-    });
+    let reached =
+        lobby.ask(|registry| async move { registry.broadcast_all(RawFrame(everyone)).await });
     assert_eq!(reached, 3);
     for client in [&mut alice, &mut bob, &mut carol] {
         client.expect("MSG * host server restarts soon");
     }
 
-    assert_eq!(lobby.ask(ListRooms), vec![("arena".to_owned(), 2)]);
-    let sessions = lobby.ask(ListSessions);
+    let rooms = lobby.ask(|registry| async move { registry.list_rooms().await });
+    assert_eq!(rooms, vec![("arena".to_owned(), 2)]);
+    let sessions = lobby.ask(|registry| async move { registry.list_sessions().await });
     let expected = [
         (&alice, Some("arena")),
         (&bob, Some("arena")),
@@ -158,9 +105,9 @@ fn broadcast_reaches_a_room_or_everyone_and_lists_show_the_lobby() {
         room: room.map(str::to_owned),
     });
     assert_eq!(sessions, expected);
-    let unknown_room = lobby.ask(Broadcast {
-        room: Some("nowhere".into()),
-        frame: Bytes::from_static(b"x\n"),
+    let unknown_room = lobby.ask(|registry| async move {
+        let frame = RawFrame(Bytes::from_static(b"x\n"));
+        registry.broadcast("nowhere", frame).await
     });
     assert_eq!(unknown_room, 0);
     // The probe's round trip proves the unknown room's frame reached no one.
@@ -188,12 +135,10 @@ fn a_subscriber_sees_the_lobby_and_moves_sessions_between_rooms() {
     let (events_tx, events) = mpsc::channel();
     let forward =
         actix::Actor::start_in_arbiter(lobby.system.arbiter(), move |_| Forward(events_tx));
-    lobby.ask(Subscribe {
-        events: forward.recipient(),
-    });
+    lobby.server().subscribe(forward.recipient());
     let next = || events.recv_timeout(READ_TIMEOUT).expect("an event in time");
 
-    let mut ann = Client::connect(lobby.addr);
+    let mut ann = Client::connect(lobby.addr());
     ann.welcome();
     let id = SessionId(ann.id);
     assert!(matches!(next(), LobbyEvent::Connected { session, .. } if session == id));
@@ -218,38 +163,34 @@ fn a_subscriber_sees_the_lobby_and_moves_sessions_between_rooms() {
     );
 
     assert_eq!(
-        lobby.ask(JoinRoom {
-            session: id,
-            room: "arena".into()
-        }),
+        lobby.ask(move |registry| async move { registry.join(id, "arena").await }),
         Ok(())
     );
     ann.expect(&format!("LEAVE lobby {}", ann.nick));
     ann.expect(&format!("JOIN arena {}", ann.nick));
     ann.expect(&format!("WHO arena {}", ann.nick));
-    let bad = lobby.ask(JoinRoom {
-        session: id,
-        room: "no spaces".into(),
-    });
+    let bad = lobby.ask(move |registry| async move { registry.join(id, "no spaces").await });
     assert_eq!(
         bad.map_err(|rejection| rejection.code),
         Err(switchboard::protocol::ErrorCode::BadName)
     );
 
-    assert!(lobby.ask(SendTo {
-        session: id,
-        frame: Bytes::from_static(b"MSG arena host welcome\n")
+    assert!(lobby.ask(move |registry| async move {
+        let frame = RawFrame(Bytes::from_static(b"MSG arena host welcome\n"));
+        registry.send_to(id, frame).await
     }));
     ann.expect("MSG arena host welcome");
-    assert!(lobby.ask(LeaveRoom { session: id }));
+    assert!(lobby.ask(move |registry| async move { registry.leave(id).await }));
     ann.expect(&format!("LEAVE arena {}", ann.nick));
-    assert!(!lobby.ask(LeaveRoom { session: id }));
+    assert!(!lobby.ask(move |registry| async move { registry.leave(id).await }));
 
     ann.send("/quit");
     ann.expect("BYE");
     loop {
         match next() {
-            LobbyEvent::Disconnected { session, reason } => {
+            LobbyEvent::Disconnected {
+                session, reason, ..
+            } => {
                 assert_eq!((session, reason), (id, DisconnectReason::Quit));
                 break;
             }
@@ -259,9 +200,9 @@ fn a_subscriber_sees_the_lobby_and_moves_sessions_between_rooms() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(!lobby.ask(SendTo {
-        session: id,
-        frame: Bytes::from_static(b"x\n")
+    assert!(!lobby.ask(move |registry| async move {
+        let frame = RawFrame(Bytes::from_static(b"x\n"));
+        registry.send_to(id, frame).await
     }));
 }
 
