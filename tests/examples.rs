@@ -11,7 +11,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use common::{READ_TIMEOUT, Server};
+use common::{Client, READ_TIMEOUT, Server};
+use serde_json::{Value, json};
 
 /// What the classic echo tutorial's client sends: no newline.
 const TUTORIAL_GREETING: &[u8] = b"Hello, server! This is client.";
@@ -459,30 +460,131 @@ print(s.recv(1024).decode('utf-8'))
 // ---------------------------------------------------------------------------
 // embed
 
+/// How many lines of ticks a client reads at most while waiting for
+/// something: ten seconds of ticks at the example's 50 ms.
+const MAX_TICKS: usize = 200;
+
+/// Reads past `TICK` lines to the next other line and returns it.
+#[track_caller]
+fn line_after_ticks(client: &mut Client) -> String {
+    for _ in 0..MAX_TICKS {
+        let line = client.line();
+        if !line.starts_with("TICK ") {
+            return line;
+        }
+    }
+    panic!("nothing but ticks for {MAX_TICKS} lines");
+}
+
+/// Reads ticks, in increasing order, until one shows exactly `players`
+/// (`<nick>=<x>,<y> …`); every line read must be a tick.
+#[track_caller]
+fn until_tick(client: &mut Client, players: &str) {
+    let mut last = 0;
+    for _ in 0..MAX_TICKS {
+        let line = client.line();
+        let Some(tick) = line.strip_prefix("TICK ") else {
+            panic!("expected a tick, got {line:?}");
+        };
+        let (number, shown) = tick.split_once(' ').unwrap_or((tick, ""));
+        let number: u64 = number.parse().expect("a tick number");
+        assert!(number > last, "tick {number} after tick {last}");
+        last = number;
+        if shown == players {
+            return;
+        }
+    }
+    panic!("no tick showed {players:?} within {MAX_TICKS} lines");
+}
+
+/// The next line, parsed as JSON.
+#[track_caller]
+fn json_event(client: &mut Client) -> Value {
+    let line = client.line();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+}
+
+/// Reads past JSON tick events to the next other event and returns it.
+#[track_caller]
+fn json_event_after_ticks(client: &mut Client) -> Value {
+    for _ in 0..MAX_TICKS {
+        let event = json_event(client);
+        if event["event"] != "tick" {
+            return event;
+        }
+    }
+    panic!("nothing but ticks for {MAX_TICKS} events");
+}
+
 #[test]
 fn embed_puts_players_in_the_game_and_its_tick_reaches_them() {
     let server = example("embed");
-    let mut player = common::Client::connect(server.addr);
-    player.welcome();
-    let nick = player.nick.clone();
-    player.expect(&format!("JOIN game {nick}"));
-    player.expect(&format!("WHO game {nick}"));
-    player.send("move 2 -1");
-    let moved = format!(" {nick}=2,-1");
-    let mut saw_own_chat = false;
-    for _ in 0..500 {
-        let line = player.line();
-        if line == format!("MSG game {nick} move 2 -1") {
-            saw_own_chat = true;
-        } else if line.starts_with("MSG game tick ") && line.ends_with(&moved) {
-            assert!(saw_own_chat, "the move is applied after it was said");
-            return;
-        } else {
-            assert!(
-                line.starts_with("MSG game tick "),
-                "unexpected line {line:?}"
-            );
+    let mut ann = Client::connect(server.addr);
+    ann.welcome();
+    ann.expect(&format!("JOIN game {}", ann.nick));
+    let mut bob = Client::connect(server.addr);
+    bob.welcome();
+    bob.expect(&format!("JOIN game {}", bob.nick));
+    assert_eq!(
+        line_after_ticks(&mut ann),
+        format!("JOIN game {}", bob.nick)
+    );
+    let (a, b) = (ann.nick.clone(), bob.nick.clone());
+    // Both stand at the origin until ann moves…
+    until_tick(&mut ann, &format!("{a}=0,0 {b}=0,0"));
+    // …and what is not a move is refused, to ann alone.
+    ann.send("say move 1 1");
+    assert_eq!(line_after_ticks(&mut ann), "ERR usage: move DX DY");
+    ann.send("move 2 -1");
+    // A later tick shows the move, to both; every line either of them reads
+    // on the way is a tick, so the move itself reached no one as a line.
+    let moved = format!("{a}=2,-1 {b}=0,0");
+    until_tick(&mut ann, &moved);
+    until_tick(&mut bob, &moved);
+    // Bob hangs up: ann is told why, and the ticks go on without him.
+    bob.shutdown_write();
+    assert_eq!(line_after_ticks(&mut ann), format!("LEFT game {b} closed"));
+    until_tick(&mut ann, &format!("{a}=2,-1"));
+}
+
+#[test]
+fn embed_sends_json_players_the_same_game_as_json() {
+    let server = example_with("embed", &["--json-bind", "127.0.0.1:0"]);
+    let mut ann = Client::connect(server.addr);
+    ann.welcome();
+    ann.expect(&format!("JOIN game {}", ann.nick));
+    let mut cat = Client::connect(server.listener_addr("json"));
+    let welcome = json_event(&mut cat);
+    assert_eq!(welcome["event"], "welcome", "{welcome}");
+    let id = welcome["id"].as_u64().expect("a numeric id");
+    let nick = format!("guest{id}");
+    assert_eq!(welcome, json!({"event": "welcome", "id": id, "nick": nick}));
+    let join = json!({"event": "join", "room": "game", "nick": nick});
+    assert_eq!(json_event(&mut cat), join);
+    assert_eq!(line_after_ticks(&mut ann), format!("JOIN game {nick}"));
+
+    cat.send(r#"{"cmd":"jump"}"#);
+    let usage = json!({"event": "error", "message": "usage: move DX DY"});
+    assert_eq!(json_event_after_ticks(&mut cat), usage);
+    cat.send(r#"{"cmd":"move","dx":1,"dy":3}"#);
+    let players = json!([{"nick": ann.nick, "x": 0, "y": 0}, {"nick": nick, "x": 1, "y": 3}]);
+    let mut shown = false;
+    for _ in 0..MAX_TICKS {
+        let tick = json_event(&mut cat);
+        assert_eq!(tick["event"], "tick", "only ticks: {tick}");
+        assert!(tick["tick"].is_u64(), "{tick}");
+        if tick["players"] == players {
+            shown = true;
+            break;
         }
     }
-    panic!("no tick showed {nick} at 2,-1");
+    assert!(shown, "no JSON tick showed the move");
+    let both = format!("{}=0,0 {nick}=1,3", ann.nick);
+    until_tick(&mut ann, &both);
+
+    cat.reset();
+    assert_eq!(
+        line_after_ticks(&mut ann),
+        format!("LEFT game {nick} reset")
+    );
 }
