@@ -255,7 +255,7 @@ impl Protocol for Player {
     }
 
     fn quit_event(
-        &self,
+        &mut self,
         _: &RoomName,
         nick: &Arc<str>,
         reason: DisconnectReason,

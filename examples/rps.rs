@@ -92,7 +92,7 @@ impl Protocol for Player {
         cx.publish(Line(text, json!({"event": "result", "winner": winner})).into());
     }
 
-    fn quit_event(&self, _: &RoomName, nick: &Arc<str>, why: Reason) -> Option<SharedEvent> {
+    fn quit_event(&mut self, _: &RoomName, nick: &Arc<str>, why: Reason) -> Option<SharedEvent> {
         let mut throws = self.0.lock().unwrap();
         throws.retain(|_, (thrower, _)| **thrower != **nick);
         let json = json!({"event": "opponent-left", "reason": why.word()});

@@ -31,6 +31,7 @@ use crate::actors::sequencer::{
 use crate::event::{Event, SharedEvent, Wire};
 use crate::handle::{Control, Delivery, RequestId, SessionHandle, SessionId};
 use crate::local::Local;
+use crate::outbound::Outbound;
 use crate::reason::DisconnectReason;
 use crate::registry::Registry;
 use crate::room::{Answer, Response, RoomName};
@@ -91,6 +92,14 @@ pub trait Protocol: Sized + Unpin + 'static {
         let _ = (cx, answer);
     }
 
+    /// An event from the rest of the server (the session's room, a private
+    /// message, the embedding program). By default it is written to the peer
+    /// at once, in the session's wire format; a protocol may look at it first
+    /// ([`SharedEvent::downcast_ref`]) to react, or write something else.
+    fn deliver(&mut self, cx: &mut SessionContext<'_>, event: SharedEvent) {
+        cx.forward(&event);
+    }
+
     /// An embedding program's request (see [`Registry::join`]); by default
     /// refused (the channel is dropped).
     fn control(&mut self, cx: &mut SessionContext<'_>, control: Control) {
@@ -105,8 +114,12 @@ pub trait Protocol: Sized + Unpin + 'static {
 
     /// What the rest of `room` is told when this session ends for `reason`
     /// (the lobby: `QUIT <room> <nick> <reason>`); nothing by default.
+    /// Called once for the room the session is in (and once for a room it
+    /// was still joining, which is told only if it had seated the session),
+    /// before the room is told: also the place to clean up what the protocol
+    /// keeps per room.
     fn quit_event(
-        &self,
+        &mut self,
         room: &RoomName,
         name: &Arc<str>,
         reason: DisconnectReason,
@@ -215,8 +228,8 @@ pub(crate) struct Driver {
     slots: VecDeque<Slot>,
     /// Embedding programs' requests wait while a request is unanswered.
     controls: VecDeque<Control>,
-    /// Bytes for the peer, in order; the session writes them.
-    out: Vec<Bytes>,
+    /// Bytes for the peer, in order, until the socket takes them.
+    out: Outbound,
     /// Set when the protocol's close has come in order: the session closes.
     close: Option<(DisconnectReason, Option<Bytes>)>,
     /// The protocol asked to close, for this reason: no more input is read.
@@ -400,10 +413,19 @@ impl SessionContext<'_> {
         self.driver.write(bytes);
     }
 
-    /// Writes `event` to the peer in the session's wire format.
+    /// Writes `event` to the peer in the session's wire format, after
+    /// every answer owed for earlier requests.
     pub fn send(&mut self, event: &impl Event) {
         let bytes = event.render(self.driver.wire);
         self.driver.write(bytes);
+    }
+
+    /// Writes an event the session received to the peer at once, in the
+    /// session's wire format: room events keep the room's order, not the
+    /// order of the session's own requests (see [`Protocol::deliver`]).
+    pub fn forward(&mut self, event: &SharedEvent) {
+        let bytes = event.bytes(self.driver.wire);
+        self.driver.out.push(bytes);
     }
 
     /// Ends the session for `reason`, in order: after everything owed for
@@ -585,7 +607,7 @@ impl<P: Protocol> Engine<P> {
                 next_request: 0,
                 slots: VecDeque::new(),
                 controls: VecDeque::new(),
-                out: Vec::new(),
+                out: Outbound::default(),
                 close: None,
                 closing: None,
             },
@@ -647,8 +669,8 @@ impl<P: Protocol> Engine<P> {
         for delivery in deliveries {
             match delivery {
                 Delivery::Event(event) => {
-                    let bytes = event.bytes(self.driver.wire);
-                    self.driver.out.push(bytes);
+                    let (protocol, mut cx) = self.cx();
+                    protocol.deliver(&mut cx, event);
                 }
                 Delivery::Answer(request, response) => self.settle(request, response),
                 Delivery::Close { reason, farewell } => {
@@ -706,7 +728,7 @@ impl<P: Protocol> Engine<P> {
         }
     }
 
-    fn run_controls(&mut self) {
+    pub(crate) fn run_controls(&mut self) {
         while !self.driver.slots.iter().any(Slot::is_barrier) && self.driver.closing.is_none() {
             let Some(control) = self.driver.controls.pop_front() else {
                 return;
@@ -716,10 +738,9 @@ impl<P: Protocol> Engine<P> {
         }
     }
 
-    /// Bytes for the peer since the last call, in order.
-    pub(crate) fn take_output(&mut self) -> Vec<Bytes> {
-        self.run_controls();
-        std::mem::take(&mut self.driver.out)
+    /// What the session owes its peer, in order.
+    pub(crate) fn outbound(&mut self) -> &mut Outbound {
+        &mut self.driver.out
     }
 
     /// The close the protocol asked for, once everything before it is owed.

@@ -8,6 +8,7 @@
 //! many threads) receive it, and every member speaking that format shares the
 //! same bytes.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -28,11 +29,25 @@ impl Wire {
     /// Every wire format, in a fixed order.
     pub const ALL: [Wire; 2] = [Wire::Text, Wire::Json];
 
+    /// The format's name: `text` or `json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wire::Text => "text",
+            Wire::Json => "json",
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Wire::Text => 0,
             Wire::Json => 1,
         }
+    }
+}
+
+impl fmt::Display for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -44,7 +59,7 @@ impl Wire {
 /// # Panics
 /// `render` must not panic; it runs on whichever session thread first needs
 /// the format.
-pub trait Event: fmt::Debug + Send + Sync + 'static {
+pub trait Event: Any + fmt::Debug + Send + Sync {
     /// The bytes of this event in `wire`, terminator included (e.g. `\n`).
     fn render(&self, wire: Wire) -> Bytes;
 }
@@ -64,22 +79,30 @@ impl Event for RawFrame {
 /// An [`Event`] shared by every receiver, rendered at most once per wire
 /// format. Cheap to clone (one reference count).
 #[derive(Clone)]
-pub struct SharedEvent(Arc<Rendered>);
+pub struct SharedEvent(Arc<Rendered<dyn Event>>);
 
-struct Rendered {
-    event: Box<dyn Event>,
+/// The event and its renderings in one allocation.
+struct Rendered<E: ?Sized> {
     /// One slot per [`Wire`]: the first receiver speaking a format renders
     /// it, every later one (on any thread) clones the bytes.
     bytes: [OnceLock<Bytes>; 2],
+    event: E,
 }
 
 impl SharedEvent {
     /// Shares `event`; nothing is rendered until a receiver asks.
     pub fn new(event: impl Event) -> Self {
         SharedEvent(Arc::new(Rendered {
-            event: Box::new(event),
             bytes: [OnceLock::new(), OnceLock::new()],
+            event,
         }))
+    }
+
+    /// The event as its own type, if it is an `E`: for a protocol that
+    /// reacts to what its room sends (see [`crate::Protocol::deliver`]).
+    pub fn downcast_ref<E: Event>(&self) -> Option<&E> {
+        let event: &dyn Any = &self.0.event;
+        event.downcast_ref()
     }
 
     /// The event's bytes in `wire`, rendered on first use.
@@ -91,7 +114,7 @@ impl SharedEvent {
 
     /// The event itself, e.g. for logging.
     pub fn event(&self) -> &dyn Event {
-        &*self.0.event
+        &self.0.event
     }
 }
 
@@ -120,6 +143,16 @@ mod tests {
             self.0.fetch_add(1, Ordering::Relaxed);
             Bytes::from(format!("{wire:?}\n"))
         }
+    }
+
+    #[test]
+    fn a_shared_event_is_its_own_type_again() {
+        let raw = SharedEvent::new(RawFrame(Bytes::from_static(b"x")));
+        assert_eq!(
+            raw.downcast_ref::<RawFrame>(),
+            Some(&RawFrame(Bytes::from_static(b"x")))
+        );
+        assert!(raw.downcast_ref::<Counted>().is_none());
     }
 
     #[test]

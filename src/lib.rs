@@ -74,6 +74,9 @@
 //! - `event` — [`Event`], [`SharedEvent`], [`Wire`]: typed events rendered
 //!   once per wire format.
 //! - `handle` — [`SessionHandle`] and the inbox behind it.
+//! - `outbound` — the frames a session owes its peer, written with vectored
+//!   writes.
+//! - `local` — what one thread's sessions, sequencer and dispatcher share.
 //! - `lobby` — the lobby protocol ([`Lobby`], [`LobbyLine`], [`LobbyEvent`]).
 //! - [`protocol`] — the lobby's wire format: parsing commands, rendering lines.
 //! - `framing` — raw chunks, bounded lines or length-prefixed frames.
@@ -95,6 +98,7 @@ mod handle;
 mod limiter;
 mod lobby;
 mod local;
+mod outbound;
 pub mod protocol;
 mod reason;
 mod registry;
@@ -104,6 +108,7 @@ mod signal;
 
 pub use actors::dispatcher::SessionInfo;
 pub use actors::listener::{Listener, StopAccepting};
+pub use actors::sequencer::room_thread;
 pub use actors::session::Session;
 pub use actors::udp::{Datagram, MAX_DATAGRAM, SendDatagram, UdpEndpoint};
 pub use config::{LobbyConfig, SessionConfig};

@@ -540,7 +540,7 @@ impl Protocol for Lobby {
     }
 
     fn quit_event(
-        &self,
+        &mut self,
         room: &RoomName,
         name: &Arc<str>,
         reason: DisconnectReason,

@@ -104,6 +104,12 @@ impl Registry {
         self.0.arbiters.len()
     }
 
+    /// The thread whose sequencer orders `room`'s events (see
+    /// [`room_thread`](crate::room_thread)).
+    pub fn room_thread(&self, room: &str) -> usize {
+        sequencer::room_thread(room, self.threads())
+    }
+
     /// The thread session `id` runs on: fixed by its id, so the registry
     /// finds any session without a global table.
     pub fn thread_of(&self, id: SessionId) -> usize {
@@ -129,13 +135,13 @@ impl Registry {
     }
 
     fn sequencer(&self, room: &str) -> &SequencerRef {
-        &self.0.sequencers[sequencer::shard_of(room, self.0.sequencers.len())]
+        &self.0.sequencers[sequencer::room_thread(room, self.0.sequencers.len())]
     }
 
     /// Hands a room request to the room's sequencer: directly when it lives
     /// on the caller's own thread, through its mailbox otherwise.
     pub(crate) fn sequence(&self, local: &Local, request: RoomRequest) {
-        let shard = sequencer::shard_of(request.room(), self.0.sequencers.len());
+        let shard = sequencer::room_thread(request.room(), self.0.sequencers.len());
         if shard == local.thread {
             local.sequence(request);
         } else {
@@ -167,6 +173,18 @@ impl Registry {
         });
         let sent = self.sequencer(room).requests.send(publish);
         sent.await.unwrap_or(0)
+    }
+
+    /// Broadcasts `event` to every member of `room` like
+    /// [`Registry::broadcast`], without waiting: queued at once, in the
+    /// order of the calls (e.g. a game tick from an actor's timer).
+    pub fn publish(&self, room: &str, event: impl Event) {
+        let publish = RoomRequest::Publish(Publish {
+            room: Arc::from(room),
+            from: None,
+            event: SharedEvent::new(event),
+        });
+        self.sequencer(room).requests.do_send(publish);
     }
 
     /// Sends `event` to every session of the server, in its wire format.

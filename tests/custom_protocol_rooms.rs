@@ -131,7 +131,7 @@ impl Protocol for Table {
     }
 
     fn quit_event(
-        &self,
+        &mut self,
         room: &RoomName,
         name: &Arc<str>,
         reason: DisconnectReason,

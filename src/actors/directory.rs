@@ -7,10 +7,10 @@
 //! so a round trip to the shard is fine; the session holds back its own
 //! input meanwhile.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use foldhash::HashMap;
 
 use crate::handle::{RequestId, SessionHandle, SessionId};
 use crate::room::{Answer, Peer, Response};
@@ -44,7 +44,7 @@ pub(crate) struct FindName {
 
 /// Which shard a name belongs to.
 pub(crate) fn shard_of(name: &str, shards: usize) -> usize {
-    super::sequencer::shard_of(&name.to_ascii_lowercase(), shards)
+    super::sequencer::room_thread(&name.to_ascii_lowercase(), shards)
 }
 
 struct Holder {

@@ -11,11 +11,11 @@
 //! with it: that is how the registry finds a session by id (it lives on
 //! thread `id % threads`) and how shutdown reaches every session.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use foldhash::HashMap;
 
 use crate::event::SharedEvent;
 use crate::handle::{Control, RequestId, SessionHandle, SessionId};

@@ -31,12 +31,12 @@
 //! stand behind the same recipients: it numbers a room's events in the
 //! engine and delivers what comes back to the local dispatchers in that order.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use foldhash::HashMap;
 
 use super::dispatcher::Deliver;
 use super::room_index::RoomSize;
@@ -161,11 +161,12 @@ impl SequencerRef {
     }
 }
 
-/// Which of `shards` sequencers owns `room`: a fixed hash of the name, so
-/// every thread agrees without asking.
-pub(crate) fn shard_of(room: &str, shards: usize) -> usize {
-    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(room);
-    (hash % shards.max(1) as u64) as usize
+/// Which of `threads` threads sequences `room`: a fixed hash of its name
+/// (foldhash with seed 0), so every thread agrees without asking, and the
+/// same name lands on the same thread in every run.
+pub fn room_thread(room: &str, threads: usize) -> usize {
+    let hash = foldhash::fast::FixedState::with_seed(0).hash_one(room);
+    (hash % threads.max(1) as u64) as usize
 }
 
 /// The sequencer actor of one thread: the mailbox of the thread's
@@ -261,7 +262,7 @@ impl RoomShard {
     pub(crate) fn new(capacity: usize) -> Self {
         RoomShard {
             capacity,
-            rooms: HashMap::new(),
+            rooms: HashMap::default(),
             shutting_down: false,
         }
     }
@@ -286,27 +287,13 @@ impl RoomShard {
     /// (counted after `add`, before `remove`), plus the threads that `add`,
     /// `remove` or `answer` concern.
     fn sequence(&self, room: &RoomName, step: Step, local: &Local) {
-        let Some(state) = self.rooms.get(room) else {
-            if let Some((requester, response)) = step.answer {
-                answer(local, requester, response);
+        match self.rooms.get(room) {
+            Some(state) => sequence_in(room, state, step, local),
+            None => {
+                if let Some((requester, response)) = step.answer {
+                    answer(local, requester, response);
+                }
             }
-            return;
-        };
-        for thread in 0..local.threads() {
-            let concerned = |who: Option<(SessionId, usize)>| who.is_some_and(|(_, t)| t == thread);
-            let answer = step.answer.as_ref().filter(|(r, _)| r.thread == thread);
-            let has_members = state.per_thread.get(thread).is_some_and(|&n| n > 0);
-            if !(has_members || concerned(step.add) || concerned(step.remove) || answer.is_some()) {
-                continue;
-            }
-            let deliver = Deliver {
-                room: Some(room.clone()),
-                add: step.add.filter(|&(_, t)| t == thread).map(|(id, _)| id),
-                event: step.event.clone(),
-                remove: step.remove.filter(|&(_, t)| t == thread).map(|(id, _)| id),
-                answer: answer.map(|(r, response)| (r.id, r.request, response.clone())),
-            };
-            local.deliver(thread, deliver);
         }
     }
 
@@ -474,27 +461,23 @@ impl RoomShard {
     }
 
     fn publish(&mut self, Publish { room, from, event }: Publish, local: &Local) -> usize {
-        let allowed = match from {
-            Some(from) => self
-                .rooms
-                .get(&room)
-                .is_some_and(|state| state.is_announced(from.id)),
-            None => true,
-        };
         let published = from.map(|from| (from, Response::Published));
-        if !allowed {
+        let state = self.rooms.get(&room);
+        let allowed =
+            from.is_none_or(|from| state.is_some_and(|state| state.is_announced(from.id)));
+        let Some(state) = state.filter(|_| allowed) else {
             if let Some((requester, response)) = published {
                 answer(local, requester, response);
             }
             return 0;
-        }
+        };
         let step = Step {
             event: Some(event),
             answer: published,
             ..Step::default()
         };
-        self.sequence(&room, step, local);
-        self.rooms.get(&room).map_or(0, Room::announced)
+        sequence_in(&room, state, step, local);
+        state.announced()
     }
 
     fn rename(&mut self, rename: Rename, local: &Local) {
@@ -524,6 +507,28 @@ impl RoomShard {
             ..Step::default()
         };
         self.sequence(&room, step, local);
+    }
+}
+
+/// Sends one step of `room`'s sequence to every thread that has members
+/// (counted after `add`, before `remove`), plus the threads that `add`,
+/// `remove` or `answer` concern.
+fn sequence_in(room: &RoomName, state: &Room, step: Step, local: &Local) {
+    for thread in 0..local.threads() {
+        let concerned = |who: Option<(SessionId, usize)>| who.is_some_and(|(_, t)| t == thread);
+        let answer = step.answer.as_ref().filter(|(r, _)| r.thread == thread);
+        let has_members = state.per_thread.get(thread).is_some_and(|&n| n > 0);
+        if !(has_members || concerned(step.add) || concerned(step.remove) || answer.is_some()) {
+            continue;
+        }
+        let deliver = Deliver {
+            room: Some(room.clone()),
+            add: step.add.filter(|&(_, t)| t == thread).map(|(id, _)| id),
+            event: step.event.clone(),
+            remove: step.remove.filter(|&(_, t)| t == thread).map(|(id, _)| id),
+            answer: answer.map(|(r, response)| (r.id, r.request, response.clone())),
+        };
+        local.deliver(thread, deliver);
     }
 }
 

@@ -11,8 +11,7 @@
 //! from `stopped()`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -21,7 +20,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures::Stream;
 use log::debug;
 use tokio::io::AsyncWriteExt;
@@ -38,9 +37,6 @@ use crate::local::Local;
 use crate::reason::DisconnectReason;
 use crate::registry::Registry;
 
-/// The largest number of queued frames handed to one vectored write.
-const MAX_FRAMES_PER_WRITE: usize = 64;
-
 /// One peer's connection running protocol `P`. Started by a listener; see
 /// the module docs.
 pub struct Session<P: Protocol> {
@@ -56,8 +52,6 @@ pub struct Session<P: Protocol> {
     writer: Option<OwnedWriteHalf>,
     /// What the rest of the server sent and this session has not taken yet.
     inbox: Arc<Inbox>,
-    /// Frames the socket has not taken yet, oldest first.
-    outbound: Outbound,
     /// Cancels reading once the session is closing.
     reading: Option<SpawnHandle>,
     /// Pauses reading while the protocol waits for an answer.
@@ -110,7 +104,6 @@ impl<P: Protocol> Session<P> {
             reader: Some(reader),
             writer: Some(writer),
             inbox,
-            outbound: Outbound::default(),
             reading: None,
             gate: Gate::default(),
             last_inbound: Instant::now(),
@@ -138,10 +131,7 @@ impl<P: Protocol> Session<P> {
         if self.stop_reason.is_some() {
             return;
         }
-        let output = self.engine.take_output();
-        if self.closing.is_none() {
-            self.outbound.extend(output);
-        }
+        self.engine.run_controls();
         if let Some(reason) = self.engine.closing_reason()
             && let Some(reading) = self.reading.take()
         {
@@ -163,7 +153,7 @@ impl<P: Protocol> Session<P> {
             return;
         }
         if self.writer.is_none() {
-            if self.outbound.len() > self.config.outbound_queue {
+            if self.engine.outbound().len() > self.config.outbound_queue {
                 // The socket is full and the peer is still not reading.
                 self.end(DisconnectReason::SlowConsumer, ctx);
             }
@@ -192,7 +182,7 @@ impl<P: Protocol> Session<P> {
             ctx.cancel_future(reading);
         }
         if let Some(farewell) = farewell {
-            self.outbound.push(farewell);
+            self.engine.outbound().push(farewell);
         }
         ctx.run_later(self.config.flush_timeout, move |act, ctx| {
             debug!("session {} flush timed out", act.id);
@@ -208,14 +198,16 @@ impl<P: Protocol> Session<P> {
         let Some(writer) = &self.writer else {
             return;
         };
-        match self.outbound.write_now(writer) {
+        match self.engine.outbound().write_now(writer) {
             Ok(()) => {
                 if let Some(reason) = self.closing {
                     self.finish_close(reason, ctx);
                 }
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                if self.closing.is_none() && self.outbound.len() > self.config.outbound_queue {
+                if self.closing.is_none()
+                    && self.engine.outbound().len() > self.config.outbound_queue
+                {
                     return self.end(DisconnectReason::SlowConsumer, ctx);
                 }
                 self.wait_until_writable(ctx);
@@ -455,63 +447,6 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
 // ---------------------------------------------------------------------------
 // Helpers.
 
-/// Frames waiting for the socket, oldest first; the front one may be partly
-/// written.
-#[derive(Default)]
-struct Outbound {
-    frames: VecDeque<Bytes>,
-}
-
-impl Outbound {
-    fn push(&mut self, frame: Bytes) {
-        if !frame.is_empty() {
-            self.frames.push_back(frame);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    fn extend(&mut self, frames: Vec<Bytes>) {
-        self.frames
-            .extend(frames.into_iter().filter(|frame| !frame.is_empty()));
-    }
-
-    /// Writes queued frames with vectored writes until the queue is empty
-    /// (`Ok`) or the socket would block (`Err` of kind `WouldBlock`).
-    fn write_now(&mut self, writer: &OwnedWriteHalf) -> io::Result<()> {
-        while !self.frames.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_FRAMES_PER_WRITE];
-            let count = slices
-                .iter_mut()
-                .zip(&self.frames)
-                .map(|(slice, frame)| *slice = IoSlice::new(frame))
-                .count();
-            let written = writer.try_write_vectored(&slices[..count])?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            self.consume(written);
-        }
-        // An emptied queue gives its memory back: idle sessions hold none.
-        self.frames = VecDeque::new();
-        Ok(())
-    }
-
-    /// Drops `written` bytes from the front of the queue.
-    fn consume(&mut self, mut written: usize) {
-        while let Some(front) = self.frames.front_mut() {
-            if written < front.len() {
-                front.advance(written);
-                return;
-            }
-            written -= front.len();
-            self.frames.pop_front();
-        }
-    }
-}
-
 /// A token bucket: `rate` tokens per second, holding at most `rate`.
 #[derive(Debug)]
 pub(crate) struct TokenBucket {
@@ -546,19 +481,6 @@ impl TokenBucket {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn outbound_consumes_partly_written_frames() {
-        let mut outbound = Outbound::default();
-        for frame in ["ab", "", "cde"] {
-            outbound.push(Bytes::from(frame));
-        }
-        assert_eq!(outbound.len(), 2, "empty frames are never queued");
-        outbound.consume(3);
-        assert_eq!(outbound.frames.front().map(|f| &f[..]), Some(&b"de"[..]));
-        outbound.consume(2);
-        assert_eq!(outbound.len(), 0);
-    }
 
     #[test]
     fn token_bucket_allows_a_burst_then_refills() {

@@ -131,7 +131,8 @@ impl<P: Protocol> UdpPeer<P> {
             if self.stop_reason.is_some() {
                 return;
             }
-            for payload in self.engine.take_output() {
+            self.engine.run_controls();
+            for payload in self.engine.outbound().drain() {
                 self.endpoint.do_send(SendDatagram {
                     to: self.peer,
                     payload,
@@ -153,7 +154,9 @@ impl<P: Protocol> UdpPeer<P> {
                 // flush timeout to arrive.
                 if !self.close_armed {
                     self.close_armed = true;
-                    ctx.run_later(self.config.flush_timeout, move |act, ctx| act.end(reason, ctx));
+                    ctx.run_later(self.config.flush_timeout, move |act, ctx| {
+                        act.end(reason, ctx)
+                    });
                 }
                 return;
             }

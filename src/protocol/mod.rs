@@ -100,7 +100,9 @@ pub fn is_valid_name(name: &str) -> bool {
 pub fn decode_text(line: &[u8]) -> Result<&str, Rejection> {
     let text = std::str::from_utf8(line)
         .map_err(|_| Rejection::new(ErrorCode::BadEncoding, "line is not valid UTF-8"))?;
-    if text.chars().any(|c| c.is_ascii_control() && c != '\t') {
+    // Control characters are ASCII, and no byte of a multi-byte UTF-8
+    // character is ASCII: scanning bytes finds exactly them.
+    if text.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
         return Err(Rejection::new(
             ErrorCode::BadEncoding,
             "control characters are not allowed",

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -127,13 +126,10 @@ impl Drop for Embedded {
     }
 }
 
-/// Which of `shards` sequencers owns `room`. A copy of the library's private
-/// `actors::sequencer::shard_of` (a fixed `DefaultHasher` hash of the name
-/// modulo the thread count), so tests can put two rooms on different
-/// sequencers, i.e. different threads.
+/// Which of `shards` sequencers owns `room` (the library's own rule, so
+/// tests can put two rooms on different sequencers, i.e. different threads).
 pub fn sequencer_of(room: &str, shards: usize) -> usize {
-    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(room);
-    (hash % shards.max(1) as u64) as usize
+    switchboard::room_thread(room, shards)
 }
 
 /// Two room names, beginning `first_prefix` and `second_prefix`, owned by

@@ -1,0 +1,86 @@
+//! The frames a session owes its peer, oldest first: what its protocol wrote
+//! and what the rest of the server sent it, waiting for the socket.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, Bytes};
+use tokio::net::tcp::OwnedWriteHalf;
+
+/// The largest number of queued frames handed to one vectored write.
+const MAX_FRAMES_PER_WRITE: usize = 64;
+
+/// Frames waiting for the socket, oldest first; the front one may be partly
+/// written.
+#[derive(Default)]
+pub(crate) struct Outbound {
+    frames: VecDeque<Bytes>,
+}
+
+impl Outbound {
+    pub(crate) fn push(&mut self, frame: Bytes) {
+        if !frame.is_empty() {
+            self.frames.push_back(frame);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Takes every frame, e.g. to send each as a datagram.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Bytes> + '_ {
+        self.frames.drain(..)
+    }
+
+    /// Writes queued frames with vectored writes until the queue is empty
+    /// (`Ok`) or the socket would block (`Err` of kind `WouldBlock`).
+    pub(crate) fn write_now(&mut self, writer: &OwnedWriteHalf) -> io::Result<()> {
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_FRAMES_PER_WRITE];
+            let count = slices
+                .iter_mut()
+                .zip(&self.frames)
+                .map(|(slice, frame)| *slice = IoSlice::new(frame))
+                .count();
+            let written = writer.try_write_vectored(&slices[..count])?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.consume(written);
+        }
+        // An emptied queue gives its memory back: idle sessions hold none.
+        self.frames = VecDeque::new();
+        Ok(())
+    }
+
+    /// Drops `written` bytes from the front of the queue.
+    fn consume(&mut self, mut written: usize) {
+        while let Some(front) = self.frames.front_mut() {
+            if written < front.len() {
+                front.advance(written);
+                return;
+            }
+            written -= front.len();
+            self.frames.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_consumes_partly_written_frames() {
+        let mut outbound = Outbound::default();
+        for frame in ["ab", "", "cde"] {
+            outbound.push(Bytes::from(frame));
+        }
+        assert_eq!(outbound.len(), 2, "empty frames are never queued");
+        outbound.consume(3);
+        assert_eq!(outbound.frames.front().map(|f| &f[..]), Some(&b"de"[..]));
+        outbound.consume(2);
+        assert_eq!(outbound.len(), 0);
+    }
+}
