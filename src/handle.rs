@@ -117,10 +117,15 @@ impl Inbox {
     }
 
     fn push(&self, delivery: Delivery) {
+        self.push_all([delivery]);
+    }
+
+    /// Pushes several deliveries under one lock, in order.
+    fn push_all<const N: usize>(&self, deliveries: [Delivery; N]) {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        self.deliveries().push_back(delivery);
+        self.deliveries().extend(deliveries);
         if !self.notified.swap(true, Ordering::AcqRel)
             && let Some(wake) = self.wake.get()
         {
@@ -197,6 +202,13 @@ impl SessionHandle {
 
     pub(crate) fn answer(&self, request: RequestId, answer: Response) {
         self.inbox.push(Delivery::Answer(request, answer));
+    }
+
+    /// An event, then the answer to the request that caused it (a
+    /// broadcast's own copy, then its acknowledgement), in one push.
+    pub(crate) fn send_and_answer(&self, event: SharedEvent, request: RequestId, answer: Response) {
+        let deliveries = [Delivery::Event(event), Delivery::Answer(request, answer)];
+        self.inbox.push_all(deliveries);
     }
 
     pub(crate) fn shutdown(&self) {

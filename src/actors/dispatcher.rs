@@ -139,7 +139,7 @@ impl LocalSessions {
             add,
             event,
             remove,
-            answer,
+            mut answer,
         } = deliver;
         if let Some(room) = room {
             if let Some(id) = add
@@ -150,7 +150,12 @@ impl LocalSessions {
             }
             if let (Some(event), Some(members)) = (event, self.rooms.get(&room)) {
                 for member in members {
-                    member.send_shared(event.clone());
+                    match answer.take_if(|(id, ..)| *id == member.id()) {
+                        Some((_, request, response)) => {
+                            member.send_and_answer(event.clone(), request, response);
+                        }
+                        None => member.send_shared(event.clone()),
+                    }
                 }
             }
             if let Some(id) = remove
