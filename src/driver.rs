@@ -203,6 +203,19 @@ impl Slot {
     }
 }
 
+/// The parts of a session's state that most sessions never use.
+#[derive(Default)]
+struct Rare {
+    /// The name held in the directory, once the protocol claimed one.
+    claimed: Option<Arc<str>>,
+    /// The room of a join in flight: cleaned up too if the session ends.
+    joining: Option<RoomName>,
+    /// Embedding programs' requests wait while a request is unanswered.
+    controls: Vec<Control>,
+    /// Set when the protocol's close has come in order: the session closes.
+    close: Option<(DisconnectReason, Option<Bytes>)>,
+}
+
 /// A session's state apart from its protocol: what the engine and the
 /// [`SessionContext`] share.
 pub(crate) struct Driver {
@@ -218,25 +231,24 @@ pub(crate) struct Driver {
     /// index come back through it.
     handle: SessionHandle,
     name: Arc<str>,
-    /// The name held in the directory, once the protocol claimed one.
-    claimed: Option<Arc<str>>,
     room: Option<RoomName>,
-    /// The room of a join in flight: cleaned up too if the session ends.
-    joining: Option<RoomName>,
     next_request: RequestId,
     /// Requests in order, and what was written behind them.
     slots: VecDeque<Slot>,
-    /// Embedding programs' requests wait while a request is unanswered.
-    controls: VecDeque<Control>,
     /// Bytes for the peer, in order, until the socket takes them.
     out: Outbound,
-    /// Set when the protocol's close has come in order: the session closes.
-    close: Option<(DisconnectReason, Option<Bytes>)>,
+    /// What most sessions never need, allocated on first use: every session
+    /// pays for the size of this struct.
+    rare: Option<Box<Rare>>,
     /// The protocol asked to close, for this reason: no more input is read.
     closing: Option<DisconnectReason>,
 }
 
 impl Driver {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
     fn request(&mut self, step: Step) -> RequestId {
         self.next_request += 1;
         self.slots.push_back(Slot::Waiting(self.next_request, step));
@@ -262,9 +274,9 @@ impl Driver {
         }
     }
 
-    fn tell_dispatcher(&self) {
-        let mut sessions = self.local.sessions.borrow_mut();
-        sessions.presence(self.id, self.name.clone(), self.room.clone());
+    fn publish_presence(&self) {
+        self.handle
+            .set_presence(self.name.clone(), self.room.clone());
     }
 
     fn sequence(&self, request: RoomRequest) {
@@ -306,7 +318,7 @@ impl Driver {
             }
             (Step::Claim { name, announce }, Response::Claimed) => {
                 let old = std::mem::replace(&mut self.name, name.clone());
-                if let Some(released) = self.claimed.replace(name.clone())
+                if let Some(released) = self.rare().claimed.replace(name.clone())
                     && !released.eq_ignore_ascii_case(&name)
                 {
                     self.registry.directory(&released).do_send(Release {
@@ -314,7 +326,7 @@ impl Driver {
                         owner: self.id,
                     });
                 }
-                self.tell_dispatcher();
+                self.publish_presence();
                 match self.room.clone() {
                     Some(room) => {
                         self.sequence(RoomRequest::Rename(Rename {
@@ -337,13 +349,13 @@ impl Driver {
                 match &answer {
                     Answer::Joined { room, .. } => {
                         self.room = Some(room.clone());
-                        self.joining = None;
-                        self.tell_dispatcher();
+                        self.rare().joining = None;
+                        self.publish_presence();
                     }
-                    Answer::RoomFull { .. } => self.joining = None,
+                    Answer::RoomFull { .. } => self.rare().joining = None,
                     Answer::Left { room } if self.room.as_ref() == Some(room) => {
                         self.room = None;
-                        self.tell_dispatcher();
+                        self.publish_presence();
                     }
                     _ => {}
                 }
@@ -404,7 +416,7 @@ impl SessionContext<'_> {
     /// name nobody else can hold (the lobby's `guest<id>`).
     pub fn set_name(&mut self, name: impl Into<Arc<str>>) {
         self.driver.name = name.into();
-        self.driver.tell_dispatcher();
+        self.driver.publish_presence();
     }
 
     /// Writes `bytes` to the peer as they are, after every answer owed for
@@ -439,7 +451,7 @@ impl SessionContext<'_> {
         }
         driver.closing = Some(reason);
         if driver.slots.is_empty() {
-            driver.close = Some((reason, farewell));
+            driver.rare().close = Some((reason, farewell));
         } else {
             driver.slots.push_back(Slot::Close(reason, farewell));
         }
@@ -452,7 +464,7 @@ impl SessionContext<'_> {
     pub fn join(&mut self, room: &str, join: Option<SharedEvent>, leave: Option<SharedEvent>) {
         let driver = &mut *self.driver;
         let room: RoomName = Arc::from(room);
-        driver.joining = Some(room.clone());
+        driver.rare().joining = Some(room.clone());
         let (step, reserve) = match driver.room.clone() {
             Some(old) if old != room => (
                 Step::Reserve {
@@ -601,14 +613,11 @@ impl<P: Protocol> Engine<P> {
                 local,
                 handle,
                 name: Arc::from(""),
-                claimed: None,
                 room: None,
-                joining: None,
                 next_request: 0,
                 slots: VecDeque::new(),
-                controls: VecDeque::new(),
                 out: Outbound::default(),
-                close: None,
+                rare: None,
                 closing: None,
             },
         }
@@ -627,7 +636,7 @@ impl<P: Protocol> Engine<P> {
     pub(crate) fn opened(&mut self) {
         let driver = &self.driver;
         let mut sessions = driver.local.sessions.borrow_mut();
-        sessions.register(driver.handle.clone(), driver.name.clone());
+        sessions.register(driver.handle.clone());
         drop(sessions);
         let (protocol, mut cx) = self.cx();
         protocol.opened(&mut cx);
@@ -683,7 +692,7 @@ impl<P: Protocol> Engine<P> {
                     protocol.shutdown(&mut cx);
                     cx.close(DisconnectReason::Shutdown, None);
                 }
-                Delivery::Control(control) => self.driver.controls.push_back(control),
+                Delivery::Control(control) => self.driver.rare().controls.push(control),
             }
         }
         self.run_controls();
@@ -720,7 +729,7 @@ impl<P: Protocol> Engine<P> {
                 Some(Slot::Output(bytes)) => driver.out.push(bytes),
                 Some(Slot::Close(reason, farewell)) => {
                     driver.slots.clear();
-                    driver.close = Some((reason, farewell));
+                    driver.rare().close = Some((reason, farewell));
                     return;
                 }
                 Some(Slot::Done | Slot::Waiting(..)) | None => {}
@@ -730,9 +739,15 @@ impl<P: Protocol> Engine<P> {
 
     pub(crate) fn run_controls(&mut self) {
         while !self.driver.slots.iter().any(Slot::is_barrier) && self.driver.closing.is_none() {
-            let Some(control) = self.driver.controls.pop_front() else {
+            let Some(rare) = self
+                .driver
+                .rare
+                .as_mut()
+                .filter(|rare| !rare.controls.is_empty())
+            else {
                 return;
             };
+            let control = rare.controls.remove(0);
             let (protocol, mut cx) = self.cx();
             protocol.control(&mut cx, control);
         }
@@ -745,7 +760,17 @@ impl<P: Protocol> Engine<P> {
 
     /// The close the protocol asked for, once everything before it is owed.
     pub(crate) fn take_close(&mut self) -> Option<(DisconnectReason, Option<Bytes>)> {
-        self.driver.close.take()
+        self.driver.rare.as_mut()?.close.take()
+    }
+
+    /// The session's id.
+    pub(crate) fn id(&self) -> SessionId {
+        self.driver.id
+    }
+
+    /// The peer's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.driver.peer
     }
 
     /// Whether the protocol asked to close (input is over).
@@ -768,7 +793,8 @@ impl<P: Protocol> Engine<P> {
     /// gives up its name and unregisters, exactly once, whatever ended it.
     pub(crate) fn closed(&mut self, reason: DisconnectReason) {
         let driver = &mut self.driver;
-        let rooms = [driver.room.clone(), driver.joining.take()];
+        let joining = driver.rare.as_mut().and_then(|rare| rare.joining.take());
+        let rooms = [driver.room.clone(), joining];
         for room in rooms.into_iter().flatten() {
             let announce = self.protocol.quit_event(&room, &driver.name, reason);
             driver.sequence(RoomRequest::Leave(Leave {
@@ -780,7 +806,7 @@ impl<P: Protocol> Engine<P> {
                 ended: Some(reason),
             }));
         }
-        if let Some(name) = driver.claimed.take() {
+        if let Some(name) = driver.rare.as_mut().and_then(|rare| rare.claimed.take()) {
             driver.registry.directory(&name).do_send(Release {
                 name,
                 owner: driver.id,

@@ -8,18 +8,18 @@
 //! its own requests, a close, shutdown. Once the session is closing, pushes
 //! are dropped, so nothing reaches a peer after its farewell.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
+use futures::task::AtomicWaker;
 
 use crate::event::{Event, SharedEvent};
 use crate::protocol::Rejection;
 use crate::reason::DisconnectReason;
-use crate::room::Response;
+use crate::room::{Response, RoomName};
 
 /// Identifies a session; unique and increasing within one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,20 +91,35 @@ pub(crate) enum Delivery {
 #[rtype(result = "()")]
 pub(crate) struct TakeInbox;
 
-/// Deliveries handed to a session that it has not taken yet.
+/// Deliveries handed to a session that it has not taken yet, and the little
+/// else that others need of a session; one allocation per session.
 #[derive(Default)]
 pub(crate) struct Inbox {
-    deliveries: Mutex<VecDeque<Delivery>>,
+    deliveries: Mutex<Queue>,
     /// A `TakeInbox` is on its way; deliveries meanwhile ride along with it.
     notified: AtomicBool,
     /// The session is closing or gone: deliveries are dropped.
     closed: AtomicBool,
+    /// Set while the session reads no input (see `Gate` in the session).
+    pub(crate) read_paused: AtomicBool,
+    /// Wakes the session's reading when the gate opens.
+    pub(crate) read_waker: AtomicWaker,
+}
+
+/// The queue proper, and the session's presence beside it under the same
+/// lock (read rarely: by lookups and listings).
+#[derive(Default)]
+struct Queue {
+    /// Taken whole, so a `Vec` keeps the order.
+    deliveries: Vec<Delivery>,
     /// Wakes the session; set once the session's actor has started.
-    wake: OnceLock<Recipient<TakeInbox>>,
+    wake: Option<Recipient<TakeInbox>>,
+    name: Option<Arc<str>>,
+    room: Option<RoomName>,
 }
 
 impl Inbox {
-    fn deliveries(&self) -> MutexGuard<'_, VecDeque<Delivery>> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
         // A push or a take cannot be interrupted half-way, so a poisoned lock
         // still guards a whole queue.
         self.deliveries
@@ -113,7 +128,11 @@ impl Inbox {
     }
 
     pub(crate) fn set_wake(&self, wake: Recipient<TakeInbox>) {
-        let _ = self.wake.set(wake);
+        let mut queue = self.queue();
+        if !queue.deliveries.is_empty() {
+            wake.do_send(TakeInbox);
+        }
+        queue.wake = Some(wake);
     }
 
     fn push(&self, delivery: Delivery) {
@@ -125,9 +144,10 @@ impl Inbox {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        self.deliveries().extend(deliveries);
+        let mut queue = self.queue();
+        queue.deliveries.extend(deliveries);
         if !self.notified.swap(true, Ordering::AcqRel)
-            && let Some(wake) = self.wake.get()
+            && let Some(wake) = &queue.wake
         {
             wake.do_send(TakeInbox);
         }
@@ -135,15 +155,17 @@ impl Inbox {
 
     /// Takes every waiting delivery. The flag is cleared first, so a delivery
     /// pushed after the take wakes the session anew.
-    pub(crate) fn take(&self) -> VecDeque<Delivery> {
+    pub(crate) fn take(&self) -> Vec<Delivery> {
         self.notified.store(false, Ordering::Release);
-        std::mem::take(&mut *self.deliveries())
+        std::mem::take(&mut self.queue().deliveries)
     }
 
     /// From now on nothing is delivered; what waits is dropped.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.deliveries().clear();
+        let mut queue = self.queue();
+        queue.deliveries = Vec::new();
+        queue.wake = None;
     }
 }
 
@@ -175,6 +197,19 @@ impl SessionHandle {
     /// The session's id.
     pub fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// The session's name and room, as its protocol last set them.
+    pub(crate) fn presence(&self) -> (Arc<str>, Option<RoomName>) {
+        let queue = self.inbox.queue();
+        let name = queue.name.clone().unwrap_or_else(|| Arc::from(""));
+        (name, queue.room.clone())
+    }
+
+    pub(crate) fn set_presence(&self, name: Arc<str>, room: Option<RoomName>) {
+        let mut queue = self.inbox.queue();
+        queue.name = Some(name);
+        queue.room = room;
     }
 
     /// Whether the session is closing or gone (nothing sent reaches it).

@@ -206,7 +206,9 @@ enum Pending {
 /// One session of the lobby. See the module docs.
 pub struct Lobby {
     shared: Arc<LobbyShared>,
-    pending: Option<Pending>,
+    /// Boxed: most sessions wait for nothing, and every session pays for
+    /// the size of this struct.
+    pending: Option<Box<Pending>>,
 }
 
 impl Lobby {
@@ -265,16 +267,16 @@ impl Lobby {
                     })
                 });
                 cx.rename(new, announce);
-                self.pending = Some(Pending::Command(command));
+                self.pending = Some(Box::new(Pending::Command(command)));
             }
             Command::Join(room) => {
                 self.join(cx, room);
-                self.pending = Some(Pending::Command(command));
+                self.pending = Some(Box::new(Pending::Command(command)));
             }
             Command::Leave => {
                 let room = cx.room().cloned().ok_or_else(not_in_room)?;
                 cx.leave(Some(SharedEvent::new(LobbyLine::Leave { room, nick })));
-                self.pending = Some(Pending::Command(command));
+                self.pending = Some(Box::new(Pending::Command(command)));
             }
             Command::Say(text) => {
                 let room = cx.room().cloned().ok_or_else(not_in_room)?;
@@ -288,11 +290,11 @@ impl Lobby {
                     None => cx.find_name(to),
                 }
                 let (to, text) = (to.clone(), text.clone());
-                self.pending = Some(Pending::PrivMsg { to, text, command });
+                self.pending = Some(Box::new(Pending::PrivMsg { to, text, command }));
             }
             Command::Rooms => {
                 cx.rooms();
-                self.pending = Some(Pending::Command(command));
+                self.pending = Some(Box::new(Pending::Command(command)));
             }
             Command::Who(room) => {
                 let room = match room {
@@ -300,7 +302,7 @@ impl Lobby {
                     None => cx.room().ok_or_else(not_in_room)?.to_string(),
                 };
                 cx.who(&room);
-                self.pending = Some(Pending::Command(command));
+                self.pending = Some(Box::new(Pending::Command(command)));
             }
             Command::Ping(token) => {
                 Self::reply(
@@ -433,7 +435,7 @@ impl Protocol for Lobby {
     }
 
     fn answer(&mut self, cx: &mut SessionContext<'_>, answer: Answer) {
-        let pending = self.pending.take();
+        let pending = self.pending.take().map(|pending| *pending);
         let outcome = match answer {
             Answer::Joined { room, members } => {
                 Self::send_who(cx, &room, &members);
@@ -520,7 +522,7 @@ impl Protocol for Lobby {
                     return;
                 }
                 self.join(cx, &room);
-                self.pending = Some(Pending::JoinFor(done));
+                self.pending = Some(Box::new(Pending::JoinFor(done)));
             }
             Control::Leave { done } => {
                 let Some(room) = cx.room().cloned() else {
@@ -529,7 +531,7 @@ impl Protocol for Lobby {
                 };
                 let nick = cx.name().clone();
                 cx.leave(Some(SharedEvent::new(LobbyLine::Leave { room, nick })));
-                self.pending = Some(Pending::LeaveFor(done));
+                self.pending = Some(Box::new(Pending::LeaveFor(done)));
             }
         }
     }

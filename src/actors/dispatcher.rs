@@ -12,7 +12,6 @@
 //! thread `id % threads`) and how shutdown reaches every session.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use actix::prelude::*;
 use foldhash::HashMap;
@@ -87,17 +86,12 @@ pub struct SessionInfo {
     pub room: Option<String>,
 }
 
-struct LocalSession {
-    handle: SessionHandle,
-    name: Arc<str>,
-    room: Option<RoomName>,
-}
-
 /// One thread's sessions and which rooms they are in.
 #[derive(Default)]
 pub(crate) struct LocalSessions {
-    /// Every live session of this thread.
-    sessions: HashMap<SessionId, LocalSession>,
+    /// Every live session of this thread (its name and room live with its
+    /// inbox: this table holds 24 bytes a session).
+    sessions: HashMap<SessionId, SessionHandle>,
     /// Room → this thread's members of it. Order within a thread does not
     /// matter: every member gets each event before the next one.
     rooms: HashMap<RoomName, Vec<SessionHandle>>,
@@ -107,24 +101,11 @@ pub(crate) struct LocalSessions {
 
 impl LocalSessions {
     /// A session of this thread started.
-    pub(crate) fn register(&mut self, handle: SessionHandle, name: Arc<str>) {
+    pub(crate) fn register(&mut self, handle: SessionHandle) {
         if self.shutting_down {
             handle.shutdown();
         }
-        let local = LocalSession {
-            handle: handle.clone(),
-            name,
-            room: None,
-        };
-        self.sessions.insert(handle.id(), local);
-    }
-
-    /// A session changed its name or room.
-    pub(crate) fn presence(&mut self, id: SessionId, name: Arc<str>, room: Option<RoomName>) {
-        if let Some(session) = self.sessions.get_mut(&id) {
-            session.name = name;
-            session.room = room;
-        }
+        self.sessions.insert(handle.id(), handle);
     }
 
     /// A session ended.
@@ -143,9 +124,9 @@ impl LocalSessions {
         } = deliver;
         if let Some(room) = room {
             if let Some(id) = add
-                && let Some(session) = self.sessions.get(&id)
+                && let Some(handle) = self.sessions.get(&id)
             {
-                let handle = session.handle.clone();
+                let handle = handle.clone();
                 self.rooms.entry(room.clone()).or_default().push(handle);
             }
             if let (Some(event), Some(members)) = (event, self.rooms.get(&room)) {
@@ -168,9 +149,9 @@ impl LocalSessions {
             }
         }
         if let Some((id, request, response)) = answer
-            && let Some(session) = self.sessions.get(&id)
+            && let Some(handle) = self.sessions.get(&id)
         {
-            session.handle.answer(request, response);
+            handle.answer(request, response);
         }
     }
 }
@@ -212,8 +193,8 @@ impl Handler<DeliverAll> for Dispatcher {
 
     fn handle(&mut self, DeliverAll(event): DeliverAll, _: &mut Context<Self>) -> usize {
         let local = self.local.sessions.borrow();
-        for session in local.sessions.values() {
-            session.handle.send_shared(event.clone());
+        for handle in local.sessions.values() {
+            handle.send_shared(event.clone());
         }
         local.sessions.len()
     }
@@ -227,13 +208,13 @@ impl Handler<ToSession> for Dispatcher {
             ToSession::Event(id, _) | ToSession::Close(id, ..) | ToSession::Control(id, _) => *id,
         };
         let local = self.local.sessions.borrow();
-        let Some(session) = local.sessions.get(&id) else {
+        let Some(handle) = local.sessions.get(&id) else {
             return false;
         };
         match message {
-            ToSession::Event(_, event) => session.handle.send_shared(event),
-            ToSession::Close(_, reason, farewell) => session.handle.close(reason, farewell),
-            ToSession::Control(_, control) => session.handle.control(control),
+            ToSession::Event(_, event) => handle.send_shared(event),
+            ToSession::Close(_, reason, farewell) => handle.close(reason, farewell),
+            ToSession::Control(_, control) => handle.control(control),
         }
         true
     }
@@ -244,10 +225,10 @@ impl Handler<FindSession> for Dispatcher {
 
     fn handle(&mut self, find: FindSession, _: &mut Context<Self>) {
         let local = self.local.sessions.borrow();
-        let peer = local.sessions.get(&find.id).map(|session| Peer {
+        let peer = local.sessions.get(&find.id).map(|handle| Peer {
             id: find.id,
-            name: session.name.clone(),
-            handle: session.handle.clone(),
+            name: handle.presence().0,
+            handle: handle.clone(),
         });
         find.requester
             .answer(find.request, Answer::Found(peer).into());
@@ -259,10 +240,13 @@ impl Handler<ListLocal> for Dispatcher {
 
     fn handle(&mut self, _: ListLocal, _: &mut Context<Self>) -> Self::Result {
         let local = self.local.sessions.borrow();
-        let sessions = local.sessions.iter().map(|(&id, session)| SessionInfo {
-            id,
-            nick: session.name.to_string(),
-            room: session.room.as_deref().map(str::to_owned),
+        let sessions = local.sessions.iter().map(|(&id, handle)| {
+            let (name, room) = handle.presence();
+            SessionInfo {
+                id,
+                nick: name.to_string(),
+                room: room.as_deref().map(str::to_owned),
+            }
         });
         MessageResult(sessions.collect())
     }
@@ -274,8 +258,8 @@ impl Handler<ShutdownSessions> for Dispatcher {
     fn handle(&mut self, _: ShutdownSessions, _: &mut Context<Self>) {
         let mut local = self.local.sessions.borrow_mut();
         local.shutting_down = true;
-        for session in local.sessions.values() {
-            session.handle.shutdown();
+        for handle in local.sessions.values() {
+            handle.shutdown();
         }
     }
 }

@@ -10,13 +10,13 @@
 //! [`DisconnectReason`], and the registry forgets the session exactly once,
 //! from `stopped()`.
 
-use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -40,8 +40,6 @@ use crate::registry::Registry;
 /// One peer's connection running protocol `P`. Started by a listener; see
 /// the module docs.
 pub struct Session<P: Protocol> {
-    id: SessionId,
-    peer: SocketAddr,
     config: Arc<SessionConfig>,
     /// The protocol and its requests; fed everything that happens.
     engine: Engine<P>,
@@ -55,7 +53,6 @@ pub struct Session<P: Protocol> {
     /// Cancels reading once the session is closing.
     reading: Option<SpawnHandle>,
     /// Pauses reading while the protocol waits for an answer.
-    gate: Gate,
     /// When the last complete inbound frame arrived.
     last_inbound: Instant,
     /// Heartbeats reported since `last_inbound`: the next is due one period
@@ -97,15 +94,12 @@ impl<P: Protocol> Session<P> {
         let inbox = Arc::new(Inbox::default());
         let handle = SessionHandle::new(id, inbox.clone());
         Session {
-            id,
-            peer,
             engine: Engine::new(protocol, handle, peer, config.wire, (registry, local)),
             config,
             reader: Some(reader),
             writer: Some(writer),
             inbox,
             reading: None,
-            gate: Gate::default(),
             last_inbound: Instant::now(),
             silent_heartbeats: 0,
             heartbeats: 0,
@@ -148,7 +142,7 @@ impl<P: Protocol> Session<P> {
         if let Some((reason, farewell)) = self.engine.take_close() {
             return self.begin_close(reason, farewell, ctx);
         }
-        self.gate.set_paused(self.engine.input_paused());
+        Gate(self.inbox.clone()).set_paused(self.engine.input_paused());
         if self.closing.is_some() {
             return;
         }
@@ -172,7 +166,7 @@ impl<P: Protocol> Session<P> {
         if self.closing.is_some() || self.stop_reason.is_some() {
             return;
         }
-        debug!("session {} closing: {reason}", self.id);
+        debug!("session {} closing: {reason}", self.engine.id());
         self.inbox.close();
         if !reason.flushes_output() {
             return self.end(reason, ctx);
@@ -185,7 +179,7 @@ impl<P: Protocol> Session<P> {
             self.engine.outbound().push(farewell);
         }
         ctx.run_later(self.config.flush_timeout, move |act, ctx| {
-            debug!("session {} flush timed out", act.id);
+            debug!("session {} flush timed out", act.engine.id());
             act.end(reason, ctx);
         });
         self.flush(ctx);
@@ -213,7 +207,7 @@ impl<P: Protocol> Session<P> {
                 self.wait_until_writable(ctx);
             }
             Err(error) => {
-                debug!("session {} write failed: {error}", self.id);
+                debug!("session {} write failed: {error}", self.engine.id());
                 self.end(DisconnectReason::from_io_error(&error), ctx);
             }
         }
@@ -297,7 +291,7 @@ impl<P: Protocol> Session<P> {
                 .checked_add(idle)
                 .is_some_and(|due| now >= due)
         {
-            debug!("session {} idle for {idle:?}", self.id);
+            debug!("session {} idle for {idle:?}", self.engine.id());
             self.engine.idle();
             return self.apply(ctx);
         }
@@ -321,9 +315,13 @@ impl<P: Protocol> Actor for Session<P> {
             return;
         };
         let frames = FrameReader::new(read_half, self.config.framing);
-        self.reading = Some(ctx.add_stream(self.gate.wrap(frames)));
+        self.reading = Some(ctx.add_stream(Gate(self.inbox.clone()).wrap(frames)));
         self.inbox.set_wake(ctx.address().recipient());
-        debug!("session {} opened for {}", self.id, self.peer);
+        debug!(
+            "session {} opened for {}",
+            self.engine.id(),
+            self.engine.peer()
+        );
         self.engine.opened();
         self.apply(ctx);
         self.schedule_timer(ctx);
@@ -333,7 +331,11 @@ impl<P: Protocol> Actor for Session<P> {
         let reason = self
             .stop_reason
             .unwrap_or(DisconnectReason::Error(io::ErrorKind::Other));
-        debug!("session {} ({}) ended: {reason}", self.id, self.peer);
+        debug!(
+            "session {} ({}) ended: {reason}",
+            self.engine.id(),
+            self.engine.peer()
+        );
         self.inbox.close();
         self.engine.closed(reason);
     }
@@ -344,11 +346,11 @@ impl<P: Protocol> StreamHandler<Result<Inbound, FrameError>> for Session<P> {
         let inbound = match item {
             Ok(inbound) => inbound,
             Err(FrameError::Io(error)) => {
-                debug!("session {} read failed: {error}", self.id);
+                debug!("session {} read failed: {error}", self.engine.id());
                 return self.end(DisconnectReason::from_io_error(&error), ctx);
             }
             Err(error @ FrameError::TooLarge { .. }) => {
-                debug!("session {} sent a bad frame: {error}", self.id);
+                debug!("session {} sent a bad frame: {error}", self.engine.id());
                 return self.end(DisconnectReason::BadFrame, ctx);
             }
         };
@@ -394,24 +396,16 @@ impl<P: Protocol> Handler<TakeInbox> for Session<P> {
 
 /// Lets a session stop reading while its protocol waits for an answer,
 /// without losing what was read: the frames stay in the reader's buffer and
-/// the socket's, and the peer's sending is slowed by TCP itself.
-#[derive(Default, Clone)]
-struct Gate(Rc<GateState>);
-
-#[derive(Default)]
-struct GateState {
-    paused: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
+/// the socket's, and the peer's sending is slowed by TCP itself. Its state
+/// lives in the session's inbox, to share that allocation.
+#[derive(Clone)]
+struct Gate(Arc<Inbox>);
 
 impl Gate {
     fn set_paused(&self, paused: bool) {
-        let was = self.0.paused.replace(paused);
-        if was
-            && !paused
-            && let Some(waker) = self.0.waker.borrow_mut().take()
-        {
-            waker.wake();
+        let was = self.0.read_paused.swap(paused, Ordering::AcqRel);
+        if was && !paused {
+            self.0.read_waker.wake();
         }
     }
 
@@ -436,9 +430,13 @@ impl<S: Stream + Unpin> Stream for Gated<S> {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<S::Item>> {
-        if self.gate.0.paused.get() {
-            *self.gate.0.waker.borrow_mut() = Some(cx.waker().clone());
-            return Poll::Pending;
+        let inbox = &self.gate.0;
+        if inbox.read_paused.load(Ordering::Acquire) {
+            inbox.read_waker.register(cx.waker());
+            // Opened meanwhile: read after all.
+            if inbox.read_paused.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
         }
         Pin::new(&mut self.stream).poll_next(cx)
     }
