@@ -10,11 +10,12 @@
 //! message until its delivery wakes the members.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::prelude::*;
 
-use crate::actors::dispatcher::{Deliver, Dispatcher, LocalSessions};
+use crate::actors::dispatcher::{Deliver, Dispatcher, LocalSessions, TakeCrossings};
 use crate::actors::room_index::RoomIndex;
 use crate::actors::sequencer::{RoomRequest, RoomShard};
 
@@ -24,8 +25,8 @@ pub(crate) struct Local {
     pub(crate) thread: usize,
     pub(crate) sessions: RefCell<LocalSessions>,
     pub(crate) rooms: RefCell<RoomShard>,
-    /// Every thread's dispatcher, for deliveries to other threads.
-    dispatchers: Arc<[Addr<Dispatcher>]>,
+    /// The way into every thread, for room traffic to other threads.
+    links: Arc<[Link]>,
     index: Addr<RoomIndex>,
 }
 
@@ -33,20 +34,20 @@ impl Local {
     pub(crate) fn new(
         thread: usize,
         room_capacity: usize,
-        dispatchers: Arc<[Addr<Dispatcher>]>,
+        links: Arc<[Link]>,
         index: Addr<RoomIndex>,
     ) -> Self {
         Local {
             thread,
             sessions: RefCell::default(),
             rooms: RefCell::new(RoomShard::new(room_capacity)),
-            dispatchers,
+            links,
             index,
         }
     }
 
     pub(crate) fn threads(&self) -> usize {
-        self.dispatchers.len()
+        self.links.len()
     }
 
     pub(crate) fn index(&self) -> &Addr<RoomIndex> {
@@ -58,13 +59,76 @@ impl Local {
     pub(crate) fn deliver(&self, thread: usize, deliver: Deliver) {
         if thread == self.thread {
             self.sessions.borrow_mut().apply(deliver);
-        } else if let Some(dispatcher) = self.dispatchers.get(thread) {
-            dispatcher.do_send(deliver);
+        } else if let Some(link) = self.links.get(thread) {
+            link.send(Crossing::Deliver(deliver));
+        }
+    }
+
+    /// Applies what other threads sent this one, in the order they sent it.
+    pub(crate) fn take_crossings(&self) {
+        let Some(link) = self.links.get(self.thread) else {
+            return;
+        };
+        for crossing in link.take() {
+            match crossing {
+                Crossing::Request(request) => {
+                    self.sequence(request);
+                }
+                Crossing::Deliver(deliver) => self.sessions.borrow_mut().apply(deliver),
+            }
         }
     }
 
     /// Carries out a request about a room of this thread's shard.
     pub(crate) fn sequence(&self, request: RoomRequest) -> usize {
         self.rooms.borrow_mut().handle(request, self)
+    }
+}
+
+/// Room traffic from one thread to another.
+pub(crate) enum Crossing {
+    /// For a room sequenced on the receiving thread.
+    Request(RoomRequest),
+    /// For the receiving thread's members of a room.
+    Deliver(Deliver),
+}
+
+/// The way into one thread for room traffic from the others: a queue that
+/// wakes the thread's dispatcher once per batch, not once per request, so a
+/// busy thread takes many crossings per wake-up and no crossing allocates a
+/// message of its own. One queue per thread keeps each sender's order.
+pub(crate) struct Link {
+    dispatcher: Addr<Dispatcher>,
+    queue: Mutex<Vec<Crossing>>,
+    /// A `TakeCrossings` is on its way; crossings meanwhile ride along.
+    notified: AtomicBool,
+}
+
+impl Link {
+    pub(crate) fn new(dispatcher: Addr<Dispatcher>) -> Self {
+        Link {
+            dispatcher,
+            queue: Mutex::default(),
+            notified: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `crossing` for the thread, waking its dispatcher if needed.
+    pub(crate) fn send(&self, crossing: Crossing) {
+        // A push or a take cannot be interrupted half-way, so a poisoned lock
+        // still guards a whole queue.
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.push(crossing);
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            self.dispatcher.do_send(TakeCrossings);
+        }
+    }
+
+    /// Takes every queued crossing. The flag is cleared first, so a crossing
+    /// queued after the take wakes the thread anew.
+    fn take(&self) -> Vec<Crossing> {
+        self.notified.store(false, Ordering::Release);
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *queue)
     }
 }

@@ -32,7 +32,7 @@ use crate::actors::sequencer::{
 };
 use crate::event::{Event, SharedEvent};
 use crate::handle::{Control, SessionId};
-use crate::local::Local;
+use crate::local::{Crossing, Link, Local};
 use crate::protocol::{ErrorCode, Rejection};
 use crate::reason::DisconnectReason;
 
@@ -49,6 +49,8 @@ struct Shared {
     /// The threads sessions run on; session `id` runs on `id % threads`.
     arbiters: Vec<ArbiterHandle>,
     dispatchers: Arc<[Addr<Dispatcher>]>,
+    /// The way into each thread for room traffic (requests, deliveries).
+    links: Arc<[Link]>,
     sequencers: Vec<SequencerRef>,
     directory: Vec<Addr<Directory>>,
     index: Addr<RoomIndex>,
@@ -74,14 +76,15 @@ impl Registry {
             .iter()
             .map(|((tx, _), _)| Addr::new(tx.clone()))
             .collect();
+        let links: Arc<[Link]> = dispatchers.iter().cloned().map(Link::new).collect();
         let mut sequencers = Vec::with_capacity(arbiters.len());
         for (thread, (arbiter, ((_, dispatcher_rx), (sequencer_tx, sequencer_rx)))) in
             arbiters.iter().zip(mailboxes).enumerate()
         {
             sequencers.push(SequencerRef::of(&Addr::new(sequencer_tx)));
-            let (dispatchers, index) = (dispatchers.clone(), index.clone());
+            let (links, index) = (links.clone(), index.clone());
             arbiter.spawn_fn(move || {
-                let local = Rc::new(Local::new(thread, room_capacity, dispatchers, index));
+                let local = Rc::new(Local::new(thread, room_capacity, links, index));
                 Context::with_receiver(dispatcher_rx).run(Dispatcher::new(local.clone()));
                 Context::with_receiver(sequencer_rx).run(Sequencer::new(local));
             });
@@ -93,6 +96,7 @@ impl Registry {
         Registry(Arc::new(Shared {
             arbiters,
             dispatchers,
+            links,
             sequencers,
             directory,
             index,
@@ -145,7 +149,7 @@ impl Registry {
         if shard == local.thread {
             local.sequence(request);
         } else {
-            self.0.sequencers[shard].requests.do_send(request);
+            self.0.links[shard].send(Crossing::Request(request));
         }
     }
 

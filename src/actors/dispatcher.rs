@@ -25,8 +25,7 @@ use crate::room::{Answer, Peer, Response, RoomName};
 /// order: `add` joins the local member list, `event` reaches every local
 /// member, `remove` leaves the list, and `answer` goes to the session that
 /// made the request.
-#[derive(Message, Debug, Default)]
-#[rtype(result = "()")]
+#[derive(Debug, Default)]
 pub(crate) struct Deliver {
     pub room: Option<RoomName>,
     pub add: Option<SessionId>,
@@ -34,6 +33,12 @@ pub(crate) struct Deliver {
     pub remove: Option<SessionId>,
     pub answer: Option<(SessionId, RequestId, Response)>,
 }
+
+/// Take the room traffic other threads queued for this one (see
+/// [`Link`](crate::local::Link)).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct TakeCrossings;
 
 /// Start a session on this thread: the closure builds it with the thread's
 /// shared state.
@@ -180,11 +185,11 @@ impl Handler<StartSession> for Dispatcher {
     }
 }
 
-impl Handler<Deliver> for Dispatcher {
+impl Handler<TakeCrossings> for Dispatcher {
     type Result = ();
 
-    fn handle(&mut self, deliver: Deliver, _: &mut Context<Self>) {
-        self.local.sessions.borrow_mut().apply(deliver);
+    fn handle(&mut self, _: TakeCrossings, _: &mut Context<Self>) {
+        self.local.take_crossings();
     }
 }
 
