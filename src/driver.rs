@@ -34,7 +34,7 @@ use crate::local::Local;
 use crate::outbound::Outbound;
 use crate::reason::DisconnectReason;
 use crate::registry::Registry;
-use crate::room::{Answer, Response, RoomName};
+use crate::room::{Answer, Peer, Response, RoomName};
 
 /// How many of a session's requests may be unanswered (room broadcasts in
 /// flight, mostly) before it stops reading: a session cannot flood a room's
@@ -184,6 +184,29 @@ enum Step {
         name: Arc<str>,
         announce: Option<SharedEvent>,
     },
+    /// The room is told the new name.
+    Rename,
+}
+
+/// A change of the session's room or name, or a broadcast to its room:
+/// made in order, each once the one before is answered.
+#[derive(Debug)]
+enum Change {
+    Join {
+        room: RoomName,
+        join: Option<SharedEvent>,
+        leave: Option<SharedEvent>,
+    },
+    Leave {
+        announce: Option<SharedEvent>,
+    },
+    Publish {
+        event: SharedEvent,
+    },
+    Rename {
+        name: Arc<str>,
+        announce: Option<SharedEvent>,
+    },
 }
 
 #[derive(Debug)]
@@ -198,8 +221,14 @@ enum Slot {
 }
 
 impl Slot {
+    /// Whether input waits for this slot: a request other than a broadcast
+    /// is unanswered, or its answer is not handed to the protocol yet.
     fn is_barrier(&self) -> bool {
-        matches!(self, Slot::Waiting(_, step) if !matches!(step, Step::Publish))
+        match self {
+            Slot::Waiting(_, step) => !matches!(step, Step::Publish),
+            Slot::Answer(_) => true,
+            Slot::Done | Slot::Output(_) | Slot::Close(..) => false,
+        }
     }
 }
 
@@ -212,6 +241,8 @@ struct Rare {
     joining: Option<RoomName>,
     /// Embedding programs' requests wait while a request is unanswered.
     controls: Vec<Control>,
+    /// Changes made while an earlier one was unanswered, in order.
+    changes: VecDeque<Change>,
     /// Set when the protocol's close has come in order: the session closes.
     close: Option<(DisconnectReason, Option<Bytes>)>,
 }
@@ -336,7 +367,7 @@ impl Driver {
                             name,
                             announce,
                         }));
-                        Slot::Waiting(request, Step::Plain)
+                        Slot::Waiting(request, Step::Rename)
                     }
                     None => Slot::Answer(Answer::Renamed {
                         old,
@@ -366,6 +397,112 @@ impl Driver {
                 Slot::Done
             }
         }
+    }
+
+    /// Whether a join, leave or rename is unanswered: the session's room and
+    /// name are about to change.
+    fn changing(&self) -> bool {
+        self.slots.iter().any(|slot| {
+            matches!(
+                slot,
+                Slot::Waiting(_, step) if !matches!(step, Step::Publish | Step::Plain)
+            )
+        })
+    }
+
+    /// Makes `change` now, or once the change before it is answered.
+    fn change(&mut self, change: Change) {
+        let waiting = self
+            .rare
+            .as_ref()
+            .is_some_and(|rare| !rare.changes.is_empty());
+        if waiting || self.changing() {
+            return self.rare().changes.push_back(change);
+        }
+        self.change_now(change);
+    }
+
+    fn change_now(&mut self, change: Change) {
+        match change {
+            Change::Join { room, join, leave } => self.join_now(room, join, leave),
+            Change::Leave { announce } => self.leave_now(announce),
+            Change::Publish { event } => self.publish_now(event),
+            Change::Rename { name, announce } => self.rename_now(name, announce),
+        }
+    }
+
+    /// Makes the changes that waited, in order, as far as none is unanswered.
+    fn make_waiting_changes(&mut self) {
+        while !self.changing() {
+            let Some(change) = self.rare.as_mut().and_then(|rare| rare.changes.pop_front()) else {
+                return;
+            };
+            self.change_now(change);
+        }
+    }
+
+    fn join_now(&mut self, room: RoomName, join: Option<SharedEvent>, leave: Option<SharedEvent>) {
+        self.rare().joining = Some(room.clone());
+        let (step, reserve) = match self.room.clone() {
+            Some(old) if old != room => (
+                Step::Reserve {
+                    room: room.clone(),
+                    old,
+                    join: join.clone(),
+                    leave,
+                },
+                true,
+            ),
+            _ => (Step::Join, false),
+        };
+        let request = self.request(step);
+        self.sequence(RoomRequest::Join(Join {
+            room,
+            from: self.requester(request),
+            name: self.name.clone(),
+            announce: join.filter(|_| !reserve),
+            reserve,
+        }));
+    }
+
+    fn leave_now(&mut self, announce: Option<SharedEvent>) {
+        let Some(room) = self.room.clone() else {
+            return;
+        };
+        let request = self.request(Step::Leave);
+        self.sequence(RoomRequest::Leave(Leave {
+            room,
+            id: self.id,
+            thread: self.thread,
+            request: Some(request),
+            announce,
+            ended: None,
+        }));
+    }
+
+    fn publish_now(&mut self, event: SharedEvent) {
+        let Some(room) = self.room.clone() else {
+            return;
+        };
+        let request = self.request(Step::Publish);
+        self.sequence(RoomRequest::Publish(Publish {
+            room,
+            from: Some(self.requester(request)),
+            event,
+        }));
+    }
+
+    fn rename_now(&mut self, name: Arc<str>, announce: Option<SharedEvent>) {
+        let directory = self.registry.directory(&name).clone();
+        let request = self.request(Step::Claim {
+            name: name.clone(),
+            announce,
+        });
+        directory.do_send(Claim {
+            name,
+            owner: self.handle.clone(),
+            request,
+        });
     }
 
     /// Whether the session should stop reading for now.
@@ -436,8 +573,11 @@ impl SessionContext<'_> {
     /// session's wire format: room events keep the room's order, not the
     /// order of the session's own requests (see [`Protocol::deliver`]).
     pub fn forward(&mut self, event: &SharedEvent) {
-        let bytes = event.bytes(self.driver.wire);
-        self.driver.out.push(bytes);
+        // Once closing, the farewell stays the last thing the peer reads.
+        if self.driver.closing.is_none() {
+            let bytes = event.bytes(self.driver.wire);
+            self.driver.out.push(bytes);
+        }
     }
 
     /// Ends the session for `reason`, in order: after everything owed for
@@ -460,83 +600,42 @@ impl SessionContext<'_> {
     /// Joins `room`, leaving the current room first (announced there with
     /// `leave`); `join` is announced to every member including this one.
     /// Answered [`Answer::Joined`] or [`Answer::RoomFull`] (then nothing
-    /// changed, the current room included).
+    /// changed, the current room included). Made while another join, leave
+    /// or rename is unanswered, it waits for that answer (so does a
+    /// [`publish`](Self::publish)): each acts on the room the one before left.
     pub fn join(&mut self, room: &str, join: Option<SharedEvent>, leave: Option<SharedEvent>) {
-        let driver = &mut *self.driver;
-        let room: RoomName = Arc::from(room);
-        driver.rare().joining = Some(room.clone());
-        let (step, reserve) = match driver.room.clone() {
-            Some(old) if old != room => (
-                Step::Reserve {
-                    room: room.clone(),
-                    old,
-                    join: join.clone(),
-                    leave,
-                },
-                true,
-            ),
-            _ => (Step::Join, false),
-        };
-        let request = driver.request(step);
-        driver.sequence(RoomRequest::Join(Join {
-            room,
-            from: driver.requester(request),
-            name: driver.name.clone(),
-            announce: join.filter(|_| !reserve),
-            reserve,
-        }));
+        let room = Arc::from(room);
+        self.driver.change(Change::Join { room, join, leave });
     }
 
     /// Leaves the current room, announcing `announce` to every member
     /// including this one. Answered [`Answer::Left`]; nothing happens
     /// outside a room.
     pub fn leave(&mut self, announce: Option<SharedEvent>) {
-        let driver = &mut *self.driver;
-        let Some(room) = driver.room.clone() else {
-            return;
-        };
-        let request = driver.request(Step::Leave);
-        driver.sequence(RoomRequest::Leave(Leave {
-            room,
-            id: driver.id,
-            thread: driver.thread,
-            request: Some(request),
-            announce,
-            ended: None,
-        }));
+        self.driver.change(Change::Leave { announce });
     }
 
     /// Broadcasts `event` to every member of the current room, this session
     /// included, in the room's one order. Nothing happens outside a room.
     pub fn publish(&mut self, event: SharedEvent) {
-        let driver = &mut *self.driver;
-        let Some(room) = driver.room.clone() else {
-            return;
-        };
-        let request = driver.request(Step::Publish);
-        driver.sequence(RoomRequest::Publish(Publish {
-            room,
-            from: Some(driver.requester(request)),
-            event,
-        }));
+        self.driver.change(Change::Publish { event });
     }
 
     /// Takes `name` (unique, compared case-insensitively), giving up the
     /// session's previous one; in a room, `announce` is sent to every member.
     /// Answered [`Answer::Renamed`] or [`Answer::NameTaken`].
     pub fn rename(&mut self, name: &str, announce: Option<SharedEvent>) {
-        let driver = &mut *self.driver;
-        let name: Arc<str> = Arc::from(name);
-        let directory = driver.registry.directory(&name).clone();
-        let request = driver.request(Step::Claim {
-            name: name.clone(),
-            announce,
-        });
-        directory.do_send(Claim {
-            name,
-            owner: driver.handle.clone(),
-            request,
-        });
+        let name = Arc::from(name);
+        self.driver.change(Change::Rename { name, announce });
+    }
+
+    /// Sends `event` to another session, in its wire format, after
+    /// everything this session published before (a private message never
+    /// overtakes the sender's room line, whichever threads they cross).
+    pub fn send_to(&mut self, peer: &Peer, event: SharedEvent) {
+        let driver = &*self.driver;
+        let thread = driver.registry.thread_of(peer.id);
+        driver.local.send_to(thread, &peer.handle, event);
     }
 
     /// Asks for the members of `room`. Answered [`Answer::Members`].
@@ -714,8 +813,14 @@ impl<P: Protocol> Engine<P> {
         self.settle_in_order();
     }
 
-    /// Hands settled slots at the front to the protocol, in request order.
+    /// Hands settled slots at the front to the protocol, in request order,
+    /// then makes the changes that waited for them.
     fn settle_in_order(&mut self) {
+        self.hand_over_in_order();
+        self.driver.make_waiting_changes();
+    }
+
+    fn hand_over_in_order(&mut self) {
         loop {
             let driver = &mut self.driver;
             if matches!(driver.slots.front(), None | Some(Slot::Waiting(..))) {
@@ -806,7 +911,14 @@ impl<P: Protocol> Engine<P> {
                 ended: Some(reason),
             }));
         }
-        if let Some(name) = driver.rare.as_mut().and_then(|rare| rare.claimed.take()) {
+        // The name held, and any claimed but not answered yet: a Release
+        // follows its Claim into the same shard, so it is never overtaken.
+        let in_flight = driver.slots.iter().filter_map(|slot| match slot {
+            Slot::Waiting(_, Step::Claim { name, .. }) => Some(name.clone()),
+            _ => None,
+        });
+        let held = driver.rare.as_mut().and_then(|rare| rare.claimed.take());
+        for name in held.into_iter().chain(in_flight.collect::<Vec<_>>()) {
             driver.registry.directory(&name).do_send(Release {
                 name,
                 owner: driver.id,

@@ -24,8 +24,8 @@
 //!
 //! ```no_run
 //! use switchboard::bytes::Bytes;
-//! use switchboard::{Event, LobbyConfig, Protocol, RawFrame, Server, SessionConfig,
-//!                   SessionContext, Framing, SharedEvent};
+//! use switchboard::{Framing, LobbyConfig, Protocol, RawFrame, Server, SessionConfig,
+//!                   SessionContext, SharedEvent};
 //!
 //! struct Shout;
 //!
@@ -42,15 +42,16 @@
 //!     }
 //! }
 //!
-//! #[actix::main]
-//! async fn main() -> std::io::Result<()> {
-//!     let socket = tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
-//!     let mut server = Server::new(LobbyConfig::default());
-//!     let config = SessionConfig::new(Framing::Lines { max_line: 1024 });
-//!     server.serve(socket, "shout", config, || Shout)?;
-//!     switchboard::shutdown_signal().await?;
-//!     server.shutdown(std::time::Duration::from_secs(5)).await;
-//!     Ok(())
+//! fn main() -> std::io::Result<()> {
+//!     switchboard::actix_rt::System::new().block_on(async {
+//!         let socket = switchboard::tokio::net::TcpListener::bind("127.0.0.1:7000").await?;
+//!         let mut server = Server::new(LobbyConfig::default());
+//!         let config = SessionConfig::new(Framing::Lines { max_line: 1024 });
+//!         server.serve(socket, "shout", config, || Shout)?;
+//!         switchboard::shutdown_signal().await?;
+//!         server.shutdown(std::time::Duration::from_secs(5)).await;
+//!         Ok(())
+//!     })
 //! }
 //! ```
 //!
@@ -124,10 +125,10 @@ pub use room::{Answer, Peer, RoomList, RoomName};
 pub use server::{LobbyServer, Server};
 pub use signal::shutdown_signal;
 
-/// The versions of actix and bytes switchboard is built with, re-exported so
-/// an embedding program uses the very same (an `Addr` or `Bytes` of another
-/// version is a different type).
-pub use {actix, actix_rt, bytes};
+/// The versions of actix, tokio and bytes switchboard is built with,
+/// re-exported so an embedding program uses the very same (an `Addr`, a
+/// `TcpListener` or `Bytes` of another version is a different type).
+pub use {actix, actix_rt, bytes, tokio};
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[doc = include_str!("../README.md")]

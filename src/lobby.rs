@@ -490,7 +490,7 @@ impl Protocol for Lobby {
                     text,
                 });
                 if target.id != cx.id() {
-                    target.handle.send_shared(line.clone());
+                    cx.send_to(&target, line.clone());
                 }
                 cx.send_bytes(line.bytes(cx.wire()));
                 return self.carried_out(cx, command);

@@ -18,6 +18,8 @@ use actix::prelude::*;
 use crate::actors::dispatcher::{Deliver, Dispatcher, LocalSessions, TakeCrossings};
 use crate::actors::room_index::RoomIndex;
 use crate::actors::sequencer::{RoomRequest, RoomShard};
+use crate::event::SharedEvent;
+use crate::handle::SessionHandle;
 
 /// One thread's shared state. See the module docs.
 pub(crate) struct Local {
@@ -28,6 +30,8 @@ pub(crate) struct Local {
     /// The way into every thread, for room traffic to other threads.
     links: Arc<[Link]>,
     index: Addr<RoomIndex>,
+    /// Set by the registry, at once for every thread, when shutdown begins.
+    shutting_down: Arc<AtomicBool>,
 }
 
 impl Local {
@@ -36,6 +40,7 @@ impl Local {
         room_capacity: usize,
         links: Arc<[Link]>,
         index: Addr<RoomIndex>,
+        shutting_down: Arc<AtomicBool>,
     ) -> Self {
         Local {
             thread,
@@ -43,7 +48,13 @@ impl Local {
             rooms: RefCell::new(RoomShard::new(room_capacity)),
             links,
             index,
+            shutting_down,
         }
+    }
+
+    /// Whether the server's shutdown has begun.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     pub(crate) fn threads(&self) -> usize {
@@ -64,6 +75,19 @@ impl Local {
         }
     }
 
+    /// Sends `event` to the session behind `handle`, which runs on `thread`:
+    /// through that thread's link, behind the room traffic this thread's
+    /// sessions caused there before; at once on this thread, where that
+    /// traffic is already applied.
+    pub(crate) fn send_to(&self, thread: usize, handle: &SessionHandle, event: SharedEvent) {
+        match self.links.get(thread) {
+            Some(link) if thread != self.thread => {
+                link.send(Crossing::ToSession(handle.clone(), event));
+            }
+            _ => handle.send_shared(event),
+        }
+    }
+
     /// Applies what other threads sent this one, in the order they sent it.
     pub(crate) fn take_crossings(&self) {
         let Some(link) = self.links.get(self.thread) else {
@@ -75,6 +99,7 @@ impl Local {
                     self.sequence(request);
                 }
                 Crossing::Deliver(deliver) => self.sessions.borrow_mut().apply(deliver),
+                Crossing::ToSession(handle, event) => handle.send_shared(event),
             }
         }
     }
@@ -91,6 +116,8 @@ pub(crate) enum Crossing {
     Request(RoomRequest),
     /// For the receiving thread's members of a room.
     Deliver(Deliver),
+    /// For one session of the receiving thread.
+    ToSession(SessionHandle, SharedEvent),
 }
 
 /// The way into one thread for room traffic from the others: a queue that

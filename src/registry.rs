@@ -19,6 +19,7 @@ use actix_rt::ArbiterHandle;
 use futures::channel::oneshot;
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::dev::channel;
 
@@ -27,9 +28,7 @@ use crate::actors::dispatcher::{
     DeliverAll, Dispatcher, ListLocal, SessionInfo, ShutdownSessions, StartSession, ToSession,
 };
 use crate::actors::room_index::{RoomIndex, Snapshot};
-use crate::actors::sequencer::{
-    self, Publish, RoomRequest, Sequencer, SequencerRef, StopAnnouncing,
-};
+use crate::actors::sequencer::{self, Publish, RoomRequest, Sequencer, SequencerRef};
 use crate::event::{Event, SharedEvent};
 use crate::handle::{Control, SessionId};
 use crate::local::{Crossing, Link, Local};
@@ -51,6 +50,8 @@ struct Shared {
     dispatchers: Arc<[Addr<Dispatcher>]>,
     /// The way into each thread for room traffic (requests, deliveries).
     links: Arc<[Link]>,
+    /// Set once shutdown begins; every thread reads it.
+    shutting_down: Arc<AtomicBool>,
     sequencers: Vec<SequencerRef>,
     directory: Vec<Addr<Directory>>,
     index: Addr<RoomIndex>,
@@ -77,14 +78,17 @@ impl Registry {
             .map(|((tx, _), _)| Addr::new(tx.clone()))
             .collect();
         let links: Arc<[Link]> = dispatchers.iter().cloned().map(Link::new).collect();
+        let shutting_down = Arc::new(AtomicBool::new(false));
         let mut sequencers = Vec::with_capacity(arbiters.len());
         for (thread, (arbiter, ((_, dispatcher_rx), (sequencer_tx, sequencer_rx)))) in
             arbiters.iter().zip(mailboxes).enumerate()
         {
             sequencers.push(SequencerRef::of(&Addr::new(sequencer_tx)));
             let (links, index) = (links.clone(), index.clone());
+            let shutting_down = shutting_down.clone();
             arbiter.spawn_fn(move || {
-                let local = Rc::new(Local::new(thread, room_capacity, links, index));
+                let local = Local::new(thread, room_capacity, links, index, shutting_down);
+                let local = Rc::new(local);
                 Context::with_receiver(dispatcher_rx).run(Dispatcher::new(local.clone()));
                 Context::with_receiver(sequencer_rx).run(Sequencer::new(local));
             });
@@ -97,6 +101,7 @@ impl Registry {
             arbiters,
             dispatchers,
             links,
+            shutting_down,
             sequencers,
             directory,
             index,
@@ -276,9 +281,7 @@ impl Registry {
     /// announced to its room, and every session, including those that start
     /// later, is told to shut down (the lobby: `SHUTDOWN`, then close).
     pub fn shutdown(&self) {
-        for sequencer in &self.0.sequencers {
-            sequencer.stop_announcing.do_send(StopAnnouncing);
-        }
+        self.0.shutting_down.store(true, Ordering::Release);
         for dispatcher in self.0.dispatchers.iter() {
             dispatcher.do_send(ShutdownSessions);
         }

@@ -73,6 +73,10 @@ impl Handler<Claim> for Directory {
             owner,
             request,
         } = claim;
+        if owner.is_closed() {
+            // Ended while its claim was on the way: its Release follows.
+            return;
+        }
         let key = name.to_ascii_lowercase();
         let taken = self
             .names
@@ -110,7 +114,11 @@ impl Handler<FindName> for Directory {
 
     fn handle(&mut self, find: FindName, _: &mut Context<Self>) {
         let key = find.name.to_ascii_lowercase();
-        let peer = self.names.get(&key).map(|holder| Peer {
+        let holder = self
+            .names
+            .get(&key)
+            .filter(|holder| !holder.handle.is_closed());
+        let peer = holder.map(|holder| Peer {
             id: holder.handle.id(),
             name: holder.name.clone(),
             handle: holder.handle.clone(),

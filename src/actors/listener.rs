@@ -30,6 +30,11 @@ use crate::registry::Registry;
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest pause between accept attempts while resources stay exhausted.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The most connections taken from the backlog when accepting stops (the
+/// kernel's default `somaxconn` is 4096).
+const BACKLOG_DRAIN_MAX: usize = 4096;
+/// How long stopping waits for one more connection from the backlog.
+const BACKLOG_DRAIN_WAIT: Duration = Duration::from_millis(10);
 /// How long writing the refusal line to a peer over the limit may take.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -45,8 +50,9 @@ type Spawn = dyn Fn(TcpStream, SocketAddr, SessionId, Option<ConnectionPermit>) 
 
 /// Accepts connections on one socket. See the module docs.
 pub struct Listener {
-    /// Taken by `started()`, which turns it into the accept stream.
-    socket: Option<TcpListener>,
+    /// Shared with the accept stream, so that stopping can take the
+    /// connections still waiting in the kernel's backlog.
+    socket: Option<Arc<TcpListener>>,
     local_addr: Option<SocketAddr>,
     /// What this listener serves, for its `listening on` log line.
     label: String,
@@ -120,7 +126,7 @@ impl Listener {
         };
         Listener {
             local_addr: socket.local_addr().ok(),
-            socket: Some(socket),
+            socket: Some(Arc::new(socket)),
             label: label.into(),
             spawn: Arc::new(spawn),
             limiter: None,
@@ -166,7 +172,7 @@ impl Actor for Listener {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let Some(socket) = self.socket.take() else {
+        let Some(socket) = self.socket.clone() else {
             return;
         };
         match self.local_addr {
@@ -194,6 +200,12 @@ impl Actor for Listener {
 
 impl StreamHandler<(TcpStream, SocketAddr)> for Listener {
     fn handle(&mut self, (stream, peer): (TcpStream, SocketAddr), _: &mut Self::Context) {
+        self.admit(stream, peer);
+    }
+}
+
+impl Listener {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
         let permit = match &self.limiter {
             Some(limiter) => match limiter.try_acquire(peer.ip()) {
                 Some(permit) => Some(permit),
@@ -212,13 +224,35 @@ impl Handler<StopAccepting> for Listener {
     type Result = ();
 
     fn handle(&mut self, _: StopAccepting, ctx: &mut Self::Context) {
-        ctx.stop();
+        let Some(socket) = self.socket.take() else {
+            return ctx.stop();
+        };
+        // Peers whose connection the kernel already completed would be reset
+        // when the socket closes: they become sessions (and are told the
+        // server is stopping) instead. Bounded by the backlog's length, and
+        // over once no connection is waiting for a moment.
+        let backlog = async move {
+            let mut waiting = Vec::new();
+            while waiting.len() < BACKLOG_DRAIN_MAX {
+                match tokio::time::timeout(BACKLOG_DRAIN_WAIT, socket.accept()).await {
+                    Ok(Ok(connection)) => waiting.push(connection),
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            }
+            waiting
+        };
+        ctx.wait(backlog.into_actor(self).map(|waiting, act, ctx| {
+            for (stream, peer) in waiting {
+                act.admit(stream, peer);
+            }
+            ctx.stop();
+        }));
     }
 }
 
 /// The stream of accepted connections. It never ends and never yields an
 /// error: per-connection failures are skipped, resource exhaustion backs off.
-fn accepted(socket: TcpListener) -> impl Stream<Item = (TcpStream, SocketAddr)> {
+fn accepted(socket: Arc<TcpListener>) -> impl Stream<Item = (TcpStream, SocketAddr)> {
     futures::stream::unfold(
         (socket, ACCEPT_BACKOFF_MIN),
         |(socket, mut backoff)| async move {

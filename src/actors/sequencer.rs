@@ -13,8 +13,9 @@
 //! # The sequencer boundary
 //!
 //! Sessions and the registry reach a sequencer only through [`RoomRequest`]s
-//! (join, confirm a held seat, leave, publish, rename, members) and
-//! [`StopAnnouncing`], held as recipients in a [`SequencerRef`]. A session
+//! (join, confirm a held seat, leave, publish, rename, members): from another
+//! thread through that thread's [`Link`](crate::local::Link), from an
+//! embedding program through the recipient in a [`SequencerRef`]. A session
 //! whose room is sequenced on its own thread hands the request to the
 //! thread's [`RoomShard`] directly instead of through the mailbox: the same
 //! request, the same state, one actor message fewer. What a sequencer
@@ -138,25 +139,17 @@ pub(crate) struct Members {
     pub from: Requester,
 }
 
-/// The server is shutting down: sessions that end from now on are removed
-/// without a `QUIT` announcement (they were all sent `SHUTDOWN`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct StopAnnouncing;
-
 /// The recipients a sequencer is reached through: the sequencer boundary
 /// (see the module docs).
 #[derive(Clone)]
 pub(crate) struct SequencerRef {
     pub requests: Recipient<RoomRequest>,
-    pub stop_announcing: Recipient<StopAnnouncing>,
 }
 
 impl SequencerRef {
     pub(crate) fn of(sequencer: &Addr<Sequencer>) -> Self {
         SequencerRef {
             requests: sequencer.clone().recipient(),
-            stop_announcing: sequencer.clone().recipient(),
         }
     }
 }
@@ -190,14 +183,6 @@ impl Handler<RoomRequest> for Sequencer {
 
     fn handle(&mut self, request: RoomRequest, _: &mut Context<Self>) -> usize {
         self.local.sequence(request)
-    }
-}
-
-impl Handler<StopAnnouncing> for Sequencer {
-    type Result = ();
-
-    fn handle(&mut self, _: StopAnnouncing, _: &mut Context<Self>) {
-        self.local.rooms.borrow_mut().shutting_down = true;
     }
 }
 
@@ -254,8 +239,6 @@ struct Step {
 pub(crate) struct RoomShard {
     capacity: usize,
     rooms: HashMap<RoomName, Room>,
-    /// Set for good once shutdown starts.
-    shutting_down: bool,
 }
 
 impl RoomShard {
@@ -263,7 +246,6 @@ impl RoomShard {
         RoomShard {
             capacity,
             rooms: HashMap::default(),
-            shutting_down: false,
         }
     }
 
@@ -446,7 +428,9 @@ impl RoomShard {
             }
             // A session that ended is gone; the rest are told why.
             Some(reason) => {
-                let quiet = self.shutting_down || reason == DisconnectReason::Shutdown;
+                // Every session is told SHUTDOWN; none is told of another's
+                // end once shutdown has begun.
+                let quiet = local.shutting_down() || reason == DisconnectReason::Shutdown;
                 self.count(&room, member.thread, -1);
                 let step = Step {
                     remove: Some((id, member.thread)),
@@ -514,7 +498,12 @@ impl RoomShard {
 /// (counted after `add`, before `remove`), plus the threads that `add`,
 /// `remove` or `answer` concern.
 fn sequence_in(room: &RoomName, state: &Room, step: Step, local: &Local) {
-    for thread in 0..local.threads() {
+    // The requester's thread goes last: once a session holds the answer to
+    // its request, every other thread already has the request's events
+    // queued, so nothing the session sends next can overtake them.
+    let requester_thread = step.answer.as_ref().map(|(r, _)| r.thread);
+    let threads = (0..local.threads()).filter(|&t| Some(t) != requester_thread);
+    for thread in threads.chain(requester_thread) {
         let concerned = |who: Option<(SessionId, usize)>| who.is_some_and(|(_, t)| t == thread);
         let answer = step.answer.as_ref().filter(|(r, _)| r.thread == thread);
         let has_members = state.per_thread.get(thread).is_some_and(|&n| n > 0);

@@ -276,6 +276,10 @@ impl<P: Protocol> Session<P> {
     /// When the next heartbeat is due; `None` when that lies beyond what an
     /// `Instant` can hold, i.e. never.
     fn next_heartbeat(&self, period: Duration) -> Option<Instant> {
+        if period.is_zero() {
+            // A zero period would fire without pause: no heartbeat at all.
+            return None;
+        }
         let periods = period.checked_mul(self.silent_heartbeats + 1)?;
         self.last_inbound.checked_add(periods)
     }
