@@ -70,42 +70,42 @@
 //! - [`actors::room_index`] — every room and its member count.
 //! - [`actors::udp`], [`actors::udp_sessions`], [`actors::udp_peer`] — UDP:
 //!   one socket, its per-address sessions.
-//! - `driver` — [`Protocol`], [`SessionContext`], and the engine sessions share.
-//! - `registry` — the [`Registry`] handle: routes requests to the actors above.
-//! - `event` — [`Event`], [`SharedEvent`], [`Wire`]: typed events rendered
+//! - [`driver`] — [`Protocol`], [`SessionContext`], and the engine sessions share.
+//! - [`registry`] — the [`Registry`] handle: routes requests to the actors above.
+//! - [`event`] — [`Event`], [`SharedEvent`], [`Wire`]: typed events rendered
 //!   once per wire format.
-//! - `handle` — [`SessionHandle`] and the inbox behind it.
+//! - [`handle`] — [`SessionHandle`] and the inbox behind it.
 //! - `outbound` — the frames a session owes its peer, written with vectored
 //!   writes.
 //! - `local` — what one thread's sessions, sequencer and dispatcher share.
-//! - `lobby` — the lobby protocol ([`Lobby`], [`LobbyLine`], [`LobbyEvent`]).
+//! - [`lobby`] — the lobby protocol ([`Lobby`], [`LobbyLine`], [`LobbyEvent`]).
 //! - [`protocol`] — the lobby's wire format: parsing commands, rendering lines.
-//! - `framing` — raw chunks, bounded lines or length-prefixed frames.
-//! - `limiter` — connection slots, overall and per IP address.
-//! - `reason` — [`DisconnectReason`].
+//! - [`framing`] — raw chunks, bounded lines or length-prefixed frames.
+//! - [`limiter`] — connection slots, overall and per IP address.
+//! - [`reason`] — [`DisconnectReason`].
 //! - [`config`] — [`LobbyConfig`], [`SessionConfig`] and the default limits.
-//! - `server` — [`Server`]: the pieces wired together, with graceful shutdown.
-//! - `signal` — [`shutdown_signal`]: SIGINT or SIGTERM.
+//! - [`server`] — [`Server`]: the pieces wired together, with graceful shutdown.
+//! - [`signal`] — [`shutdown_signal`]: SIGINT or SIGTERM.
 
 #![warn(missing_docs)]
 
 pub mod actors;
 pub mod config;
 mod drain;
-mod driver;
-mod event;
-mod framing;
-mod handle;
-mod limiter;
-mod lobby;
+pub mod driver;
+pub mod event;
+pub mod framing;
+pub mod handle;
+pub mod limiter;
+pub mod lobby;
 mod local;
 mod outbound;
 pub mod protocol;
-mod reason;
-mod registry;
-mod room;
-mod server;
-mod signal;
+pub mod reason;
+pub mod registry;
+pub mod room;
+pub mod server;
+pub mod signal;
 
 pub use actors::dispatcher::SessionInfo;
 pub use actors::listener::{Listener, StopAccepting};

@@ -1,12 +1,12 @@
 //! The Dispatcher actor: one per thread, it knows which of *its* sessions are
 //! in which room.
 //!
-//! A room's sequencer sends one [`Deliver`] per thread that has members, not
+//! A room's sequencer sends one `Deliver` per thread that has members, not
 //! one per member; the dispatcher hands the shared event to its local members
 //! without crossing a thread again. Membership changes ride on the same
 //! messages as the events, so a member sees exactly the events sequenced
 //! between its join and its leave. A room sequenced on this very thread
-//! applies its steps to the thread's [`LocalSessions`] directly, without a
+//! applies its steps to the thread's `LocalSessions` directly, without a
 //! message. The dispatcher also starts the thread's sessions, which register
 //! with it: that is how the registry finds a session by id (it lives on
 //! thread `id % threads`) and how shutdown reaches every session.
@@ -35,7 +35,7 @@ pub(crate) struct Deliver {
 }
 
 /// Take the room traffic other threads queued for this one (see
-/// [`Link`](crate::local::Link)).
+/// `Link`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct TakeCrossings;
@@ -118,7 +118,7 @@ impl LocalSessions {
         self.sessions.remove(&id);
     }
 
-    /// Applies one step of a room's sequence (see [`Deliver`]).
+    /// Applies one step of a room's sequence (see `Deliver`).
     pub(crate) fn apply(&mut self, deliver: Deliver) {
         let Deliver {
             room,
@@ -161,7 +161,7 @@ impl LocalSessions {
     }
 }
 
-/// One thread's dispatcher actor: the mailbox of its [`LocalSessions`] for
+/// One thread's dispatcher actor: the mailbox of its `LocalSessions` for
 /// other threads. See the module docs.
 pub struct Dispatcher {
     local: Rc<Local>,

@@ -6,24 +6,24 @@
 //! actor handled them. Rooms are spread over sequencers by a hash of their
 //! name, one sequencer per thread, so different rooms use different cores.
 //!
-//! A broadcast leaves as one [`Deliver`] per thread that has members, carrying
+//! A broadcast leaves as one `Deliver` per thread that has members, carrying
 //! one [`SharedEvent`] that is rendered at most once per wire format; the
-//! thread's [`Dispatcher`] hands it to its local members.
+//! thread's [`Dispatcher`](super::dispatcher::Dispatcher) hands it to its local members.
 //!
 //! # The sequencer boundary
 //!
-//! Sessions and the registry reach a sequencer only through [`RoomRequest`]s
+//! Sessions and the registry reach a sequencer only through `RoomRequest`s
 //! (join, confirm a held seat, leave, publish, rename, members): from another
-//! thread through that thread's [`Link`](crate::local::Link), from an
-//! embedding program through the recipient in a [`SequencerRef`]. A session
+//! thread through that thread's `Link`, from an
+//! embedding program through the recipient in a `SequencerRef`. A session
 //! whose room is sequenced on its own thread hands the request to the
-//! thread's [`RoomShard`] directly instead of through the mailbox: the same
+//! thread's `RoomShard` directly instead of through the mailbox: the same
 //! request, the same state, one actor message fewer. What a sequencer
 //! promises in return is:
 //!
 //! - for each room, one total order of its events, delivered to every thread
-//!   that has members as [`Deliver`] messages in that order;
-//! - an answer to every request that carries a [`Requester`], sent through
+//!   that has members as `Deliver` messages in that order;
+//! - an answer to every request that carries a `Requester`, sent through
 //!   the requester's own thread's dispatcher *after* the events the request
 //!   caused, so a session reads its own `JOIN` before its `WHO`;
 //! - every change of a room's member count reported to the room index.
@@ -163,7 +163,7 @@ pub fn room_thread(room: &str, threads: usize) -> usize {
 }
 
 /// The sequencer actor of one thread: the mailbox of the thread's
-/// [`RoomShard`] for requests from other threads.
+/// `RoomShard` for requests from other threads.
 pub struct Sequencer {
     local: Rc<Local>,
 }
@@ -225,7 +225,7 @@ impl Room {
     }
 }
 
-/// One step of a room's sequence; see [`Deliver`] for the order it is
+/// One step of a room's sequence; see `Deliver` for the order it is
 /// applied in.
 #[derive(Default)]
 struct Step {
