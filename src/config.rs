@@ -27,6 +27,60 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// The longest timer a configuration takes (idle timeout, heartbeat): one
+/// year, far beyond any session, and far inside what an `Instant` can add.
+pub const MAX_TIMER: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// The largest `max_line`, in bytes: 1 MiB.
+pub const MAX_LINE_LIMIT: usize = 1 << 20;
+/// The largest count limit (connections, room capacity, outbound queue,
+/// sessions per IP address, lines per second).
+pub const MAX_COUNT_LIMIT: usize = 1_000_000;
+/// The most threads a server spreads over.
+pub const MAX_THREADS: usize = 1024;
+
+/// A configuration value outside what makes sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `field` is `value`, outside `min..=max`.
+    #[error("{field} must be between {min} and {max}, not {value}")]
+    OutOfRange {
+        /// The field (its flag is `--` and the name with `-` for `_`).
+        field: &'static str,
+        /// What it was.
+        value: u128,
+        /// The least it may be.
+        min: u128,
+        /// The most it may be.
+        max: u128,
+    },
+}
+
+fn check(field: &'static str, value: u128, min: u128, max: u128) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            field,
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+fn check_count(field: &'static str, value: usize, min: usize) -> Result<(), ConfigError> {
+    check(field, value as u128, min as u128, MAX_COUNT_LIMIT as u128)
+}
+
+fn check_secs(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+    check(
+        field,
+        value.as_secs() as u128,
+        1,
+        MAX_TIMER.as_secs() as u128,
+    )
+}
+
 /// Everything one session needs to know about its limits.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -106,6 +160,27 @@ impl Default for LobbyConfig {
 }
 
 impl LobbyConfig {
+    /// Checks every value: no zero where zero means nothing (connections,
+    /// line length, room capacity, outbound queue, threads, timers of at
+    /// least a second), and no value past its documented maximum
+    /// ([`MAX_TIMER`], [`MAX_LINE_LIMIT`], [`MAX_COUNT_LIMIT`],
+    /// [`MAX_THREADS`]).
+    ///
+    /// # Errors
+    /// The first value out of range, as [`ConfigError::OutOfRange`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_count("max_connections", self.max_connections, 1)?;
+        check("max_line", self.max_line as u128, 1, MAX_LINE_LIMIT as u128)?;
+        check_secs("idle_timeout", self.idle_timeout)?;
+        check_secs("heartbeat", self.heartbeat)?;
+        check_count("room_capacity", self.room_capacity, 1)?;
+        check_count("outbound_queue", self.outbound_queue, 1)?;
+        check_count("max_per_ip", self.max_per_ip.unwrap_or(1), 1)?;
+        let rate = self.max_msgs_per_sec.map_or(1, |rate| rate.get() as usize);
+        check_count("max_msgs_per_sec", rate, 1)?;
+        check("threads", self.threads as u128, 1, MAX_THREADS as u128)
+    }
+
     /// The per-session part of this configuration, for line framing in
     /// `wire`.
     pub fn session_config(&self, wire: Wire) -> SessionConfig {
@@ -119,6 +194,48 @@ impl LobbyConfig {
             max_frames_per_sec: self.max_msgs_per_sec,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             wire,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_nonsense_is_refused() {
+        assert_eq!(LobbyConfig::default().validate(), Ok(()));
+        let refused = [
+            LobbyConfig {
+                max_connections: 0,
+                ..LobbyConfig::default()
+            },
+            LobbyConfig {
+                heartbeat: Duration::from_secs(u64::MAX),
+                ..LobbyConfig::default()
+            },
+            LobbyConfig {
+                idle_timeout: Duration::ZERO,
+                ..LobbyConfig::default()
+            },
+            LobbyConfig {
+                max_line: usize::MAX,
+                ..LobbyConfig::default()
+            },
+            LobbyConfig {
+                room_capacity: 0,
+                ..LobbyConfig::default()
+            },
+            LobbyConfig {
+                threads: 0,
+                ..LobbyConfig::default()
+            },
+        ];
+        for config in refused {
+            assert!(
+                matches!(config.validate(), Err(ConfigError::OutOfRange { .. })),
+                "{config:?}"
+            );
         }
     }
 }

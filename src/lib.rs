@@ -112,7 +112,7 @@ pub use actors::listener::{Listener, StopAccepting};
 pub use actors::sequencer::room_thread;
 pub use actors::session::Session;
 pub use actors::udp::{Datagram, MAX_DATAGRAM, SendDatagram, UdpEndpoint};
-pub use config::{LobbyConfig, SessionConfig};
+pub use config::{ConfigError, LobbyConfig, SessionConfig};
 pub use driver::{ClosedSession, Protocol, REQUEST_CREDIT, SessionContext};
 pub use event::{Event, RawFrame, SharedEvent, Wire};
 pub use framing::{FrameDecoder, FrameError, FrameReader, Framing, Inbound};

@@ -37,19 +37,19 @@ struct Args {
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
     /// Longest accepted line, in bytes, without its terminator
-    #[arg(long, default_value_t = config::DEFAULT_MAX_LINE, value_parser = at_least_one)]
+    #[arg(long, default_value_t = config::DEFAULT_MAX_LINE)]
     max_line: usize,
     /// Close a session with no inbound line for this many seconds
-    #[arg(long, default_value_t = config::DEFAULT_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = config::DEFAULT_IDLE_TIMEOUT.as_secs())]
     idle_timeout: u64,
     /// Send PING after this many seconds without inbound traffic
-    #[arg(long, default_value_t = config::DEFAULT_HEARTBEAT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = config::DEFAULT_HEARTBEAT.as_secs())]
     heartbeat: u64,
     /// Members per room
-    #[arg(long, default_value_t = config::DEFAULT_ROOM_CAPACITY, value_parser = at_least_one)]
+    #[arg(long, default_value_t = config::DEFAULT_ROOM_CAPACITY)]
     room_capacity: usize,
     /// Frames queued to one peer before it counts as a slow consumer
-    #[arg(long, default_value_t = config::DEFAULT_OUTBOUND_QUEUE, value_parser = at_least_one)]
+    #[arg(long, default_value_t = config::DEFAULT_OUTBOUND_QUEUE)]
     outbound_queue: usize,
     /// Sessions from one IP address beyond this are refused (0 = no limit)
     #[arg(long, default_value_t = 0)]
@@ -64,17 +64,8 @@ struct Args {
     #[arg(long)]
     udp_bind: Option<SocketAddr>,
     /// Threads that sessions, rooms and names are spread over [default: one per core]
-    #[arg(long, alias = "session-threads", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    threads: Option<u16>,
-}
-
-/// Parses a count that must be at least 1 (a limit of zero would refuse everything).
-fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_owned()),
-        Ok(n) => Ok(n),
-        Err(error) => Err(error.to_string()),
-    }
+    #[arg(long, alias = "session-threads")]
+    threads: Option<usize>,
 }
 
 impl Args {
@@ -88,20 +79,69 @@ impl Args {
             outbound_queue: self.outbound_queue,
             max_per_ip: (self.max_per_ip > 0).then_some(self.max_per_ip),
             max_msgs_per_sec: NonZeroU32::new(self.max_msgs_per_sec),
-            threads: self
-                .threads
-                .map_or_else(config::default_threads, usize::from),
+            threads: self.threads.unwrap_or_else(config::default_threads),
         }
     }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let lobby = args.lobby_config();
+    if let Err(config::ConfigError::OutOfRange {
+        field,
+        value,
+        min,
+        max,
+    }) = lobby.validate()
+    {
+        let flag = format!("--{}", field.replace('_', "-"));
+        eprintln!("switchboard: {flag} must be between {min} and {max}, not {value}");
+        return ExitCode::from(2);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    actix_rt::System::new().block_on(serve(args))
+    raise_open_file_limit(lobby.max_connections);
+    actix_rt::System::new().block_on(serve(args, lobby))
 }
 
-async fn serve(args: Args) -> ExitCode {
+/// File descriptors kept for what is not a connection (listeners, logging,
+/// the runtime's own).
+const RESERVED_FDS: u64 = 64;
+
+/// Raises the soft limit on open files to the hard limit (the default soft
+/// limit is often 1,024, far below `--max-connections`); warns when the limit
+/// still cannot hold every connection, since peers past it would wait in the
+/// accept queue instead of being told `ERR server-full`.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for getrlimit/setrlimit to read and write.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        limit.rlim_cur
+    };
+    let wanted = max_connections as u64 + RESERVED_FDS;
+    if soft < wanted {
+        log::warn!(
+            "the open-file limit is {soft}: fewer than --max-connections {max_connections} \
+             sessions fit; raise the hard limit (ulimit -Hn) or lower --max-connections"
+        );
+    }
+}
+
+async fn serve(args: Args, lobby: LobbyConfig) -> ExitCode {
     let socket = match TcpListener::bind(args.bind).await {
         Ok(socket) => socket,
         Err(error) => {
@@ -109,7 +149,7 @@ async fn serve(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut server = match LobbyServer::start(socket, args.lobby_config()) {
+    let mut server = match LobbyServer::start(socket, lobby) {
         Ok(server) => server,
         Err(error) => {
             eprintln!("switchboard: cannot start: {error}");

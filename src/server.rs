@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::actors::listener::{Listener, StopAccepting};
 use crate::actors::udp_sessions::{UdpService, UdpSessions};
-use crate::config::{LobbyConfig, SessionConfig};
+use crate::config::{ConfigError, LobbyConfig, SessionConfig};
 use crate::drain::Drain;
 use crate::driver::Protocol;
 use crate::event::Wire;
@@ -70,9 +70,22 @@ impl Server {
     /// [`Server::serve_udp`] or [`Server::serve`].
     ///
     /// # Panics
-    /// When called outside a running actix `System`, like any actor start.
+    /// When `config` is out of range (see [`Server::try_new`]), or when
+    /// called outside a running actix `System`, like any actor start.
     pub fn new(config: LobbyConfig) -> Self {
-        Server {
+        match Server::try_new(config) {
+            Ok(server) => server,
+            Err(error) => panic!("invalid LobbyConfig: {error}"),
+        }
+    }
+
+    /// Like [`Server::new`], for a configuration not checked yet.
+    ///
+    /// # Errors
+    /// The first value of `config` out of range ([`LobbyConfig::validate`]).
+    pub fn try_new(config: LobbyConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Server {
             registry: Registry::start(arbiters(config.threads), config.room_capacity),
             listeners: Vec::new(),
             udp: Vec::new(),
@@ -82,7 +95,7 @@ impl Server {
             lobby: Arc::default(),
             drain: Drain::new(),
             config,
-        }
+        })
     }
 
     /// Starts serving the text lobby on `socket`, which the caller bound
@@ -90,12 +103,13 @@ impl Server {
     /// `listening on ADDR (text)`.
     ///
     /// # Errors
-    /// Fails only if the socket's local address cannot be read.
+    /// Fails if `config` is out of range ([`LobbyConfig::validate`]), or if
+    /// the socket's local address cannot be read.
     ///
     /// # Panics
     /// When called outside a running actix `System`, like any actor start.
     pub fn start(socket: TcpListener, config: LobbyConfig) -> io::Result<Self> {
-        let mut server = Server::new(config);
+        let mut server = Server::try_new(config).map_err(io::Error::other)?;
         server.serve_text(socket)?;
         Ok(server)
     }
