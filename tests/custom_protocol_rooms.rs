@@ -14,8 +14,8 @@ use common::Client;
 use embedded::Embedded;
 use switchboard::protocol::ErrorCode;
 use switchboard::{
-    Answer, DisconnectReason, Event, Framing, LobbyConfig, Protocol, RoomName, SessionConfig,
-    SessionContext, SessionId, SessionInfo, SharedEvent, Wire,
+    Answer, DisconnectReason, Event, LobbyConfig, Protocol, RoomName, SessionContext, SessionId,
+    SessionInfo, SharedEvent, Wire,
 };
 
 /// The card table's events, rendered per wire format (its clients speak
@@ -151,27 +151,7 @@ fn table_server() -> Embedded {
         room_capacity: 2,
         ..LobbyConfig::default()
     };
-    Embedded::start(config, 1, |server, sockets| {
-        let session = SessionConfig::new(Framing::Lines { max_line: 1024 });
-        let mut addrs = Vec::new();
-        for socket in sockets {
-            addrs.push(server.serve(socket, "table", session.clone(), || Table)?);
-        }
-        Ok(addrs)
-    })
-}
-
-/// Connects and reads `HELLO <id>`; the player is `p<id>`.
-#[track_caller]
-fn player(server: &Embedded) -> Client {
-    let mut client = Client::connect(server.addrs[0]);
-    let hello = client.line();
-    let id = hello
-        .strip_prefix("HELLO ")
-        .unwrap_or_else(|| panic!("expected HELLO, got {hello:?}"));
-    client.id = id.parse().expect("numeric id");
-    client.nick = format!("p{}", client.id);
-    client
+    Embedded::serving(config, "table", || Table)
 }
 
 /// A `ping` round trip comes back next: nothing else is pending.
@@ -184,9 +164,9 @@ fn expect_nothing_pending(client: &mut Client) {
 #[test]
 fn a_custom_protocol_shares_rooms_across_threads_and_the_embedder_broadcasts_its_events() {
     let server = table_server();
-    let mut ann = player(&server);
-    let mut bob = player(&server);
-    let mut cid = player(&server);
+    let mut ann = server.hello_client();
+    let mut bob = server.hello_client();
+    let mut cid = server.hello_client();
     let (a, b, c) = (ann.nick.clone(), bob.nick.clone(), cid.nick.clone());
     let registry = server.registry();
     assert_ne!(

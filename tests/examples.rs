@@ -6,9 +6,7 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use common::{Client, READ_TIMEOUT, Server};
@@ -24,59 +22,13 @@ fn example(name: &str) -> Server {
 
 /// Starts the example `name` on `127.0.0.1:0` with extra flags.
 fn example_with(name: &str, args: &[&str]) -> Server {
-    let path = example_path(name);
-    let path = path.to_str().expect("target path is UTF-8");
-    Server::start_binary(path, args)
+    Server::start_example(name, args)
 }
 
 /// `payload` behind its 4-byte big-endian length.
 fn length_prefixed(payload: &[u8]) -> Vec<u8> {
     let length = u32::try_from(payload.len()).expect("small payload");
     [&length.to_be_bytes()[..], payload].concat()
-}
-
-/// `target/<profile>/examples/<name>`, next to this test's `deps` directory.
-///
-/// A plain `cargo test` builds the examples before running tests, but
-/// `cargo test --test examples` does not, so the examples are (re)built here
-/// once per run; when they are up to date that is a no-op.
-fn example_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in target/<profile>/deps");
-    static BUILD: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILD.get_or_init(|| {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "--example", "echo", "--example", "greeter"]);
-        cargo.args([
-            "--example",
-            "udp_echo",
-            "--example",
-            "udp_time",
-            "--example",
-            "embed",
-        ]);
-        cargo.args([
-            "--manifest-path",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
-        ]);
-        if profile_dir.ends_with("release") {
-            cargo.arg("--release");
-        }
-        match cargo.output() {
-            Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-            Err(error) => Err(error.to_string()),
-        }
-    });
-    if let Err(error) = built {
-        panic!("cannot build the examples: {error}");
-    }
-    profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {

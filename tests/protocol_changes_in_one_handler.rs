@@ -21,8 +21,8 @@ use bytes::Bytes;
 use common::Client;
 use embedded::Embedded;
 use switchboard::{
-    Answer, DisconnectReason, Event, Framing, LobbyConfig, Protocol, RoomName, SessionConfig,
-    SessionContext, SessionId, SessionInfo, SharedEvent, Wire,
+    Answer, DisconnectReason, Event, LobbyConfig, Protocol, RoomName, SessionContext, SessionId,
+    SessionInfo, SharedEvent, Wire,
 };
 
 /// A line for the peer; the protocol's room events are lines too.
@@ -106,27 +106,7 @@ fn mover_server() -> Embedded {
         threads: 4,
         ..LobbyConfig::default()
     };
-    Embedded::start(config, 1, |server, sockets| {
-        let session = SessionConfig::new(Framing::Lines { max_line: 1024 });
-        let mut addrs = Vec::new();
-        for socket in sockets {
-            addrs.push(server.serve(socket, "mover", session.clone(), || Mover)?);
-        }
-        Ok(addrs)
-    })
-}
-
-/// Connects and reads `HELLO <id>`; the session is named `p<id>`.
-#[track_caller]
-fn connect(server: &Embedded) -> Client {
-    let mut client = Client::connect(server.addrs[0]);
-    let hello = client.line();
-    let id = hello
-        .strip_prefix("HELLO ")
-        .unwrap_or_else(|| panic!("expected HELLO, got {hello:?}"));
-    client.id = id.parse().expect("numeric id");
-    client.nick = format!("p{}", client.id);
-    client
+    Embedded::serving(config, "mover", || Mover)
 }
 
 /// Joins `room`, where this client must be the only member.
@@ -182,9 +162,9 @@ fn expect_registry_empties(server: &Embedded) {
 #[test]
 fn two_joins_in_one_handler_leave_no_ghost_member() {
     let server = mover_server();
-    let mut in_a = connect(&server);
-    let mut in_b = connect(&server);
-    let mut mover = connect(&server);
+    let mut in_a = server.hello_client();
+    let mut in_b = server.hello_client();
+    let mut mover = server.hello_client();
     let (a, b, m) = (in_a.nick.clone(), in_b.nick.clone(), mover.nick.clone());
     join_alone(&mut in_a, "a");
     join_alone(&mut in_b, "b");
@@ -228,7 +208,7 @@ fn two_joins_in_one_handler_leave_no_ghost_member() {
 #[test]
 fn a_lone_double_join_leaves_the_registry_empty_after_disconnect() {
     let server = mover_server();
-    let mut mover = connect(&server);
+    let mut mover = server.hello_client();
     let m = mover.nick.clone();
     mover.send("twojoins a b");
     let answered = format!("JOINED b {m}");
@@ -246,8 +226,8 @@ fn a_lone_double_join_leaves_the_registry_empty_after_disconnect() {
 #[test]
 fn a_rename_made_with_a_join_is_announced_in_the_new_room() {
     let server = mover_server();
-    let mut in_c = connect(&server);
-    let mut mover = connect(&server);
+    let mut in_c = server.hello_client();
+    let mut mover = server.hello_client();
     let (c, m) = (in_c.nick.clone(), mover.nick.clone());
     join_alone(&mut in_c, "c");
 

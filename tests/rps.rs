@@ -4,48 +4,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
-
 use common::{Client, Server};
 use serde_json::{Value, json};
 
-/// `target/<profile>/examples/rps`, next to this test's `deps` directory,
-/// built once per run: `cargo test --test rps` does not build examples.
-fn rps_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in target/<profile>/deps");
-    static BUILD: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILD.get_or_init(|| {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "--example", "rps", "--manifest-path"]);
-        cargo.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
-        if profile_dir.ends_with("release") {
-            cargo.arg("--release");
-        }
-        match cargo.output() {
-            Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-            Err(error) => Err(error.to_string()),
-        }
-    });
-    if let Err(error) = built {
-        panic!("cannot build the rps example: {error}");
-    }
-    profile_dir
-        .join("examples")
-        .join(format!("rps{}", std::env::consts::EXE_SUFFIX))
-}
-
 /// The example on `127.0.0.1:0`, with a JSON listener on another free port.
 fn rps() -> Server {
-    let path = rps_path();
-    let path = path.to_str().expect("target path is UTF-8");
-    Server::start_binary(path, &["--json-bind", "127.0.0.1:0"])
+    Server::start_example("rps", &["--json-bind", "127.0.0.1:0"])
 }
 
 /// The next line, parsed as JSON.

@@ -4,10 +4,11 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -72,6 +73,14 @@ impl Server {
             }
         };
         Server { child, addr, log }
+    }
+
+    /// Starts the example `name` (built first if needed), with
+    /// `--bind 127.0.0.1:0` plus `args`.
+    pub fn start_example(name: &str, args: &[&str]) -> Server {
+        let path = example_path(name);
+        let path = path.to_str().expect("target path is UTF-8");
+        Self::start_binary(path, args)
     }
 
     pub fn pid(&self) -> u32 {
@@ -160,6 +169,42 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// `target/<profile>/examples/<name>`, next to this test's `deps` directory.
+///
+/// A plain `cargo test` builds the examples before running tests, but
+/// `cargo test --test examples` does not, so the examples are (re)built here
+/// once per run; when they are up to date that is a no-op.
+pub fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps");
+    static BUILD: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILD.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "--examples"]);
+        cargo.args([
+            "--manifest-path",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+        ]);
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        match cargo.output() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+            Err(error) => Err(error.to_string()),
+        }
+    });
+    if let Err(error) = built {
+        panic!("cannot build the examples: {error}");
+    }
+    profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 static PROBES: AtomicU64 = AtomicU64::new(1);

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
 
-use switchboard::{LobbyConfig, Registry, Server};
+use switchboard::{Framing, LobbyConfig, Protocol, Registry, Server, SessionConfig};
 
-use crate::common::READ_TIMEOUT;
+use crate::common::{Client, READ_TIMEOUT};
 
 /// A server running in this process on its own actix system, stopped when
 /// dropped.
@@ -27,6 +27,37 @@ pub struct Embedded {
 }
 
 impl Embedded {
+    /// A server with `config` serving, on one socket labelled `label`, a
+    /// line protocol (lines up to 1024 bytes) made by `protocol`.
+    pub fn serving<P, F>(config: LobbyConfig, label: &'static str, protocol: F) -> Embedded
+    where
+        P: Protocol,
+        F: Fn() -> P + Clone + Send + Sync + 'static,
+    {
+        Embedded::start(config, 1, move |server, sockets| {
+            let session = SessionConfig::new(Framing::Lines { max_line: 1024 });
+            let mut addrs = Vec::new();
+            for socket in sockets {
+                addrs.push(server.serve(socket, label, session.clone(), protocol.clone())?);
+            }
+            Ok(addrs)
+        })
+    }
+
+    /// Connects to a protocol that greets with `HELLO <id>` and names its
+    /// session `p<id>`; reads the greeting.
+    #[track_caller]
+    pub fn hello_client(&self) -> Client {
+        let mut client = Client::connect(self.addrs[0]);
+        let hello = client.line();
+        let id = hello
+            .strip_prefix("HELLO ")
+            .unwrap_or_else(|| panic!("expected HELLO, got {hello:?}"));
+        client.id = id.parse().expect("numeric id");
+        client.nick = format!("p{}", client.id);
+        client
+    }
+
     /// Starts a server with `config` on a new actix system, binds `sockets`
     /// loopback sockets on port 0 and hands them to `setup`, which serves
     /// them (e.g. `serve_text`, `serve_json`, `serve`) and returns their
