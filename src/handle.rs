@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
@@ -31,13 +31,31 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// Hands out [`SessionId`]s 1, 2, 3, … Clones share the sequence, so every
-/// listener of one server draws from it and no two sessions of a server share
-/// an id.
-#[derive(Debug, Clone, Default)]
+/// Hands out [`SessionId`]s in increasing order. Clones share the sequence.
+///
+/// [`SessionIds::default`] is the process's own sequence (1, 2, 3, … across
+/// every listener and server of the process), so two listeners wired to one
+/// registry without sharing ids explicitly still never hand out the same id.
+#[derive(Debug, Clone)]
 pub struct SessionIds(Arc<AtomicU64>);
 
+/// The sequence every default [`SessionIds`] draws from.
+static PROCESS_IDS: LazyLock<SessionIds> = LazyLock::new(SessionIds::new);
+
+impl Default for SessionIds {
+    fn default() -> Self {
+        PROCESS_IDS.clone()
+    }
+}
+
 impl SessionIds {
+    /// A sequence of its own, starting at 1: for a program that wants a
+    /// server's ids to start at 1 whatever else the process runs. Every
+    /// listener feeding one registry must then share it.
+    pub fn new() -> Self {
+        SessionIds(Arc::default())
+    }
+
     /// The next id.
     pub fn next_id(&self) -> SessionId {
         SessionId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
@@ -252,5 +270,29 @@ impl SessionHandle {
 
     pub(crate) fn control(&self, control: Control) {
         self.inbox.push(Delivery::Control(control));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ids_never_repeat_across_listeners_of_one_process() {
+        let (first, second) = (SessionIds::default(), SessionIds::default());
+        let ids: Vec<SessionId> = (0..4)
+            .flat_map(|_| [first.next_id(), second.next_id()])
+            .collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+    }
+
+    #[test]
+    fn a_sequence_of_its_own_starts_at_one_and_is_shared_by_its_clones() {
+        let ids = SessionIds::new();
+        let clone = ids.clone();
+        assert_eq!(
+            [ids.next_id(), clone.next_id()],
+            [SessionId(1), SessionId(2)]
+        );
     }
 }

@@ -277,6 +277,14 @@ impl Registry {
         sessions
     }
 
+    /// Stops the threads the registry was started on, but the first (the
+    /// thread that started it): for a server whose sessions have all ended.
+    pub(crate) fn stop_threads(&self) {
+        for arbiter in self.0.arbiters.iter().skip(1) {
+            arbiter.stop();
+        }
+    }
+
     /// Begins shutting down: from now on a session that ends is not
     /// announced to its room, and every session, including those that start
     /// later, is told to shut down (the lobby: `SHUTDOWN`, then close).

@@ -91,7 +91,7 @@ impl Server {
             udp: Vec::new(),
             local_addr: None,
             limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
-            ids: SessionIds::default(),
+            ids: SessionIds::new(),
             lobby: Arc::default(),
             drain: Drain::new(),
             config,
@@ -232,7 +232,8 @@ impl Server {
     /// starting, and waits until every session has ended or `grace` has
     /// passed, whichever is first.
     ///
-    /// Returns `true` when every session ended within `grace`.
+    /// Returns `true` when every session ended within `grace`. Then the
+    /// threads the server started are stopped.
     pub async fn shutdown(mut self, grace: Duration) -> bool {
         for listener in &self.listeners {
             listener.do_send(StopAccepting);
@@ -241,12 +242,15 @@ impl Server {
             router.do_send(StopAccepting);
         }
         self.registry.shutdown();
-        if self.drain.wait(grace).await {
+        let all_closed = self.drain.wait(grace).await;
+        if all_closed {
             info!("all sessions closed");
-            true
         } else {
             warn!("sessions still open after {grace:?}; stopping anyway");
-            false
         }
+        // The threads the server started end with it (a program that starts
+        // and stops servers does not gather threads).
+        self.registry.stop_threads();
+        all_closed
     }
 }
