@@ -18,6 +18,11 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 pub const DEFAULT_ROOM_CAPACITY: usize = 64;
 /// Frames queued to one peer before it counts as a slow consumer.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Bytes queued to one peer before it counts as a slow consumer: 1 MiB, like
+/// Centrifugo's client queue.
+pub const DEFAULT_OUTBOUND_BYTES: usize = 1 << 20;
+/// The largest `outbound_bytes`: 1 GiB.
+pub const MAX_OUTBOUND_BYTES: usize = 1 << 30;
 /// How long a closing session may spend writing what it still owes the peer.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -89,6 +94,9 @@ pub struct SessionConfig {
     /// Frames queued to the peer (written or not yet) before the session is
     /// stopped as a slow consumer.
     pub outbound_queue: usize,
+    /// Bytes waiting for the full socket before the session is stopped as a
+    /// slow consumer.
+    pub outbound_bytes: usize,
     /// Close after this long without a complete inbound frame; `None` never.
     pub idle_timeout: Option<Duration>,
     /// Report a heartbeat after this long without inbound frames, and again
@@ -110,6 +118,7 @@ impl SessionConfig {
         SessionConfig {
             framing,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_bytes: DEFAULT_OUTBOUND_BYTES,
             idle_timeout: None,
             heartbeat: None,
             max_frames_per_sec: None,
@@ -134,6 +143,8 @@ pub struct LobbyConfig {
     pub room_capacity: usize,
     /// Frames queued to one peer before it counts as a slow consumer.
     pub outbound_queue: usize,
+    /// Bytes queued to one peer before it counts as a slow consumer.
+    pub outbound_bytes: usize,
     /// Sessions from one IP address; `None` for no per-address limit.
     pub max_per_ip: Option<usize>,
     /// Inbound lines per session per second; `None` for no limit.
@@ -152,6 +163,7 @@ impl Default for LobbyConfig {
             heartbeat: DEFAULT_HEARTBEAT,
             room_capacity: DEFAULT_ROOM_CAPACITY,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_bytes: DEFAULT_OUTBOUND_BYTES,
             max_per_ip: None,
             max_msgs_per_sec: None,
             threads: default_threads(),
@@ -175,6 +187,12 @@ impl LobbyConfig {
         check_secs("heartbeat", self.heartbeat)?;
         check_count("room_capacity", self.room_capacity, 1)?;
         check_count("outbound_queue", self.outbound_queue, 1)?;
+        check(
+            "outbound_bytes",
+            self.outbound_bytes as u128,
+            1,
+            MAX_OUTBOUND_BYTES as u128,
+        )?;
         check_count("max_per_ip", self.max_per_ip.unwrap_or(1), 1)?;
         let rate = self.max_msgs_per_sec.map_or(1, |rate| rate.get() as usize);
         check_count("max_msgs_per_sec", rate, 1)?;
@@ -189,6 +207,7 @@ impl LobbyConfig {
                 max_line: self.max_line,
             },
             outbound_queue: self.outbound_queue,
+            outbound_bytes: self.outbound_bytes,
             idle_timeout: Some(self.idle_timeout),
             heartbeat: Some(self.heartbeat),
             max_frames_per_sec: self.max_msgs_per_sec,

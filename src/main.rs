@@ -51,6 +51,9 @@ struct Args {
     /// Frames queued to one peer before it counts as a slow consumer
     #[arg(long, default_value_t = config::DEFAULT_OUTBOUND_QUEUE)]
     outbound_queue: usize,
+    /// Bytes queued to one peer before it counts as a slow consumer
+    #[arg(long, default_value_t = config::DEFAULT_OUTBOUND_BYTES)]
+    outbound_bytes: usize,
     /// Sessions from one IP address beyond this are refused (0 = no limit)
     #[arg(long, default_value_t = 0)]
     max_per_ip: usize,
@@ -77,6 +80,7 @@ impl Args {
             heartbeat: Duration::from_secs(self.heartbeat),
             room_capacity: self.room_capacity,
             outbound_queue: self.outbound_queue,
+            outbound_bytes: self.outbound_bytes,
             max_per_ip: (self.max_per_ip > 0).then_some(self.max_per_ip),
             max_msgs_per_sec: NonZeroU32::new(self.max_msgs_per_sec),
             threads: self.threads.unwrap_or_else(config::default_threads),

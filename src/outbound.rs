@@ -15,21 +15,38 @@ const MAX_FRAMES_PER_WRITE: usize = 64;
 #[derive(Default)]
 pub(crate) struct Outbound {
     frames: VecDeque<Bytes>,
+    /// The bytes of `frames` not written yet.
+    bytes: usize,
 }
 
 impl Outbound {
     pub(crate) fn push(&mut self, frame: Bytes) {
         if !frame.is_empty() {
+            self.bytes += frame.len();
             self.frames.push_back(frame);
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.frames.len()
+    }
+
+    /// Bytes queued and not written yet.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether more than `frames` frames or `bytes` bytes are waiting: the
+    /// bound of a slow consumer.
+    pub(crate) fn exceeds(&self, frames: usize, bytes: usize) -> bool {
+        self.frames.len() > frames || self.bytes > bytes
     }
 
     /// Takes every frame, e.g. to send each as a datagram.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Bytes> + '_ {
+        self.bytes = 0;
         self.frames.drain(..)
     }
 
@@ -56,6 +73,7 @@ impl Outbound {
 
     /// Drops `written` bytes from the front of the queue.
     fn consume(&mut self, mut written: usize) {
+        self.bytes = self.bytes.saturating_sub(written);
         while let Some(front) = self.frames.front_mut() {
             if written < front.len() {
                 front.advance(written);
@@ -78,7 +96,10 @@ mod tests {
             outbound.push(Bytes::from(frame));
         }
         assert_eq!(outbound.len(), 2, "empty frames are never queued");
+        assert_eq!(outbound.bytes(), 5);
         outbound.consume(3);
+        assert_eq!(outbound.bytes(), 2);
+        assert!(outbound.exceeds(0, 5) && outbound.exceeds(1, 1) && !outbound.exceeds(1, 2));
         assert_eq!(outbound.frames.front().map(|f| &f[..]), Some(&b"de"[..]));
         outbound.consume(2);
         assert_eq!(outbound.len(), 0);

@@ -119,6 +119,13 @@ impl<P: Protocol> Session<P> {
         ctx.stop();
     }
 
+    /// Whether more is waiting for the full socket than the outbound bound
+    /// allows (frames or bytes): the peer is a slow consumer.
+    fn over_bound(&mut self) -> bool {
+        let (frames, bytes) = (self.config.outbound_queue, self.config.outbound_bytes);
+        self.engine.outbound().exceeds(frames, bytes)
+    }
+
     /// Acts on whatever the engine produced: output to write, a close to
     /// begin, input to pause or resume.
     fn apply(&mut self, ctx: &mut Context<Self>) {
@@ -147,7 +154,7 @@ impl<P: Protocol> Session<P> {
             return;
         }
         if self.writer.is_none() {
-            if self.engine.outbound().len() > self.config.outbound_queue {
+            if self.over_bound() {
                 // The socket is full and the peer is still not reading.
                 self.end(DisconnectReason::SlowConsumer, ctx);
             }
@@ -199,9 +206,7 @@ impl<P: Protocol> Session<P> {
                 }
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                if self.closing.is_none()
-                    && self.engine.outbound().len() > self.config.outbound_queue
-                {
+                if self.closing.is_none() && self.over_bound() {
                     return self.end(DisconnectReason::SlowConsumer, ctx);
                 }
                 self.wait_until_writable(ctx);
