@@ -76,7 +76,9 @@ fn output_queued_before_shutdown_is_written_before_shutdown() {
     // owed sits in the server's own queue when the signal arrives.
     const LINES: usize = 200;
     const LINE_BYTES: usize = 60_000;
-    let mut server = Server::start(&["--max-line", "65536"]);
+    // Megabytes owed to a peer that is not reading: above the default
+    // 1 MiB slow-consumer bound, so the bound is raised for this test.
+    let mut server = Server::start(&["--max-line", "65536", "--outbound-bytes", "1073741824"]);
     let mut reader = server.named("reader");
     let mut talker = server.named("talker");
     reader.join("den");
@@ -112,7 +114,9 @@ fn shutdown_is_bounded_when_a_peer_never_reads() {
     // peer with a 4 KiB receive buffer, fewer than the default queue of 1024,
     // so the server is stuck flushing to it when the signal arrives.
     const LINES: usize = 100;
-    let mut server = Server::start(&["--max-line", "65536"]);
+    // Megabytes owed to a peer that is not reading: above the default
+    // 1 MiB slow-consumer bound, so the bound is raised for this test.
+    let mut server = Server::start(&["--max-line", "65536", "--outbound-bytes", "1073741824"]);
     let mut sloth = Client::connect_with_rcvbuf(server.addr, 4096);
     sloth.welcome_as("sloth");
     sloth.join_alone("den");
