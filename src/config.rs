@@ -174,7 +174,8 @@ impl Default for LobbyConfig {
 impl LobbyConfig {
     /// Checks every value: no zero where zero means nothing (connections,
     /// line length, room capacity, outbound queue, threads, timers of at
-    /// least a second), and no value past its documented maximum
+    /// least a second), an outbound byte bound that holds one whole line,
+    /// and no value past its documented maximum
     /// ([`MAX_TIMER`], [`MAX_LINE_LIMIT`], [`MAX_COUNT_LIMIT`],
     /// [`MAX_THREADS`]).
     ///
@@ -187,11 +188,14 @@ impl LobbyConfig {
         check_secs("heartbeat", self.heartbeat)?;
         check_count("room_capacity", self.room_capacity, 1)?;
         check_count("outbound_queue", self.outbound_queue, 1)?;
+        // One line must fit, or a peer would be dropped for a single line.
+        let min_bytes = self.max_line as u128 + 1;
+        let max_bytes = MAX_OUTBOUND_BYTES as u128;
         check(
             "outbound_bytes",
             self.outbound_bytes as u128,
-            1,
-            MAX_OUTBOUND_BYTES as u128,
+            min_bytes,
+            max_bytes,
         )?;
         check_count("max_per_ip", self.max_per_ip.unwrap_or(1), 1)?;
         let rate = self.max_msgs_per_sec.map_or(1, |rate| rate.get() as usize);

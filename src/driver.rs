@@ -833,7 +833,8 @@ impl<P: Protocol> Engine<P> {
                 }
                 Some(Slot::Output(bytes)) => driver.out.push(bytes),
                 Some(Slot::Close(reason, farewell)) => {
-                    driver.slots.clear();
+                    // Requests made after the close stay: the end releases
+                    // what they were claiming.
                     driver.rare().close = Some((reason, farewell));
                     return;
                 }

@@ -233,7 +233,8 @@ impl Server {
     /// passed, whichever is first.
     ///
     /// Returns `true` when every session ended within `grace`. Then the
-    /// threads the server started are stopped.
+    /// threads the server started are stopped: a [`Registry`] handle kept
+    /// from this server drops what it is asked from then on.
     pub async fn shutdown(mut self, grace: Duration) -> bool {
         for listener in &self.listeners {
             listener.do_send(StopAccepting);

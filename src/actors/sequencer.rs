@@ -318,9 +318,14 @@ impl RoomShard {
         } = join;
         let state = self.rooms.entry(room.clone()).or_default();
         if state.position(from.id).is_some() {
-            // Already seated: joining again changes nothing.
+            // Already seated: joining again changes nothing. A session moving
+            // here is told its seat is held, so it leaves its old room.
             let members = state.names();
-            return answer(local, from, Answer::Joined { room, members }.into());
+            let response = match reserve {
+                true => Response::Reserved,
+                false => Answer::Joined { room, members }.into(),
+            };
+            return answer(local, from, response);
         }
         if state.members.len() >= self.capacity {
             let capacity = self.capacity;
@@ -368,15 +373,19 @@ impl RoomShard {
             from,
             announce,
         } = confirm;
+        // Every confirm is answered, so the session never waits for ever: a
+        // seat already announced is Joined, a seat that is gone RoomFull.
+        let capacity = self.capacity;
         let Some(state) = self.rooms.get_mut(&room) else {
-            return;
+            return answer(local, from, Answer::RoomFull { room, capacity }.into());
         };
-        let Some(at) = state
-            .position(from.id)
-            .filter(|&at| state.members[at].reserved)
-        else {
-            return;
+        let Some(at) = state.position(from.id) else {
+            return answer(local, from, Answer::RoomFull { room, capacity }.into());
         };
+        if !state.members[at].reserved {
+            let members = state.names();
+            return answer(local, from, Answer::Joined { room, members }.into());
+        }
         // A member takes its place in the join order when it is announced.
         let mut member = state.members.remove(at);
         member.reserved = false;
