@@ -11,11 +11,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::io::Read;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -99,92 +95,6 @@ fn connections_waiting_in_the_backlog_at_sigterm_are_told_shutdown() {
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
 }
 
-/// The lobby binary with `RUST_LOG=debug`, whose log says when each session
-/// ended and why (`session <id> (<peer>) ended: <reason>`).
-struct DebugServer {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    /// Reads stderr until the process exits.
-    reader: Option<thread::JoinHandle<()>>,
-}
-
-impl DebugServer {
-    fn start(args: &[&str]) -> DebugServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start switchboard");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let writer = log.clone();
-        let reader = thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    if let Ok(addr) = addr.parse::<SocketAddr>() {
-                        let _ = addr_tx.send(addr);
-                    }
-                }
-                writer.lock().unwrap().push(line);
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(READ_TIMEOUT)
-            .expect("switchboard logs `listening on`");
-        DebugServer {
-            child,
-            addr,
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill({})", self.child.id());
-    }
-
-    /// Waits (bounded) for the exit status.
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + EXIT_BOUND;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "server did not exit");
-            // Polling for the exit, bounded by the deadline.
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Every line logged, once the process has exited (its stderr is then
-    /// at its end, so the reader thread finishes).
-    fn whole_log(&mut self) -> Vec<String> {
-        assert!(self.child.try_wait().expect("try_wait").is_some(), "exited");
-        if let Some(reader) = self.reader.take() {
-            reader.join().expect("stderr reader");
-        }
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for DebugServer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Rooms, and idle sessions in them that see what is announced there.
 const ROOMS: usize = 6;
 const OBSERVERS: usize = 48;
@@ -215,7 +125,10 @@ fn ended(line: &str) -> Option<(u64, String)> {
 /// end before its room hears of it; so a session whose end is logged after
 /// that line ended once the shutdown was under way, on every thread.
 fn sessions_ending_during_shutdown() -> (Vec<u64>, Vec<String>) {
-    let mut server = DebugServer::start(&["--threads", "8"]);
+    // Logging at debug: the log says when each session ended and why
+    // (`session <id> (<peer>) ended: <reason>`).
+    let path = env!("CARGO_BIN_EXE_switchboard");
+    let mut server = Server::start_logging(path, &["--threads", "8"], "debug");
     let mut observers = Vec::new();
     for n in 0..OBSERVERS {
         let mut client = Client::connect(server.addr);
@@ -238,7 +151,7 @@ fn sessions_ending_during_shutdown() -> (Vec<u64>, Vec<String>) {
     for victim in after {
         victim.reset();
     }
-    let status = server.wait_exit();
+    let status = server.wait_exit(EXIT_BOUND);
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
 
     // Each observer: whatever QUIT lines, then SHUTDOWN last, then the end.

@@ -23,6 +23,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Every stderr line the server has logged so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Drains stderr until the process exits.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -35,11 +37,17 @@ impl Server {
     /// Starts any binary that logs `listening on ADDR` (the lobby or an
     /// example), with `--bind 127.0.0.1:0` plus `args`.
     pub fn start_binary(path: &str, args: &[&str]) -> Server {
+        Self::start_logging(path, args, "info")
+    }
+
+    /// Starts `path` like [`Server::start_binary`], logging at `level`
+    /// (`RUST_LOG`), e.g. `debug` to see every session's end.
+    pub fn start_logging(path: &str, args: &[&str], level: &str) -> Server {
         let mut child = Command::new(path)
             .arg("--bind")
             .arg("127.0.0.1:0")
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -50,7 +58,7 @@ impl Server {
         let (addr_tx, addr_rx) = mpsc::channel();
         let log_writer = log.clone();
         // Drain stderr for the whole run so a chatty server never blocks on it.
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("listening on ").nth(1) {
@@ -72,7 +80,12 @@ impl Server {
                 );
             }
         };
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
     }
 
     /// Starts the example `name` (built first if needed), with
@@ -150,6 +163,16 @@ impl Server {
             // Waiting for the server's own log line, bounded by the deadline.
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Every line logged, once the process has exited (its stderr is then
+    /// at its end, so the reader thread finishes).
+    pub fn whole_log(&mut self) -> Vec<String> {
+        assert!(self.child.try_wait().expect("try_wait").is_some(), "exited");
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("stderr reader");
+        }
+        self.log.lock().unwrap().clone()
     }
 
     /// Whether any logged line contains `needle`.
