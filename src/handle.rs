@@ -60,6 +60,11 @@ impl SessionIds {
     pub fn next_id(&self) -> SessionId {
         SessionId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
     }
+
+    /// The last id handed out (`SessionId(0)` before the first).
+    pub fn last_issued(&self) -> SessionId {
+        SessionId(self.0.load(Ordering::Relaxed))
+    }
 }
 
 /// Numbers a session's requests, so that answers arriving from different

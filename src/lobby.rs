@@ -16,12 +16,12 @@ use log::{debug, info};
 
 use crate::driver::{ClosedSession, Protocol, SessionContext};
 use crate::event::{Event, SharedEvent, Wire};
-use crate::handle::{Control, SessionId};
+use crate::handle::{Control, SessionId, SessionIds};
 use crate::protocol::{
     Command, ErrorCode, Rejection, Reply, decode_text, is_valid_name, parse_json_line, parse_line,
 };
 use crate::reason::DisconnectReason;
-use crate::room::{Answer, RoomName};
+use crate::room::{Answer, Peer, RoomName};
 
 /// What happened in the lobby, for an embedding program that subscribed
 /// (see [`LobbyServer::subscribe`](crate::LobbyServer::subscribe)).
@@ -151,9 +151,13 @@ fn render(wire: Wire, reply: &Reply<'_>) -> Bytes {
     }
 }
 
-/// What every lobby session of one server shares: who watches the lobby.
+/// What every lobby session of one server shares: who watches the lobby,
+/// and the server's id sequence (which `guest<id>` nicks are still to come).
 #[derive(Default)]
 pub(crate) struct LobbyShared {
+    /// The server's ids: a `guest<id>` nick not issued yet is reserved for the
+    /// session that will be welcomed with it.
+    ids: SessionIds,
     /// Whether anyone subscribed: checked on every command, so the lock is
     /// only taken when there is someone to tell.
     watched: AtomicBool,
@@ -161,6 +165,13 @@ pub(crate) struct LobbyShared {
 }
 
 impl LobbyShared {
+    pub(crate) fn new(ids: SessionIds) -> Self {
+        LobbyShared {
+            ids,
+            ..LobbyShared::default()
+        }
+    }
+
     pub(crate) fn subscribe(&self, subscriber: Recipient<LobbyEvent>) {
         let mut subscribers = self
             .subscribers
@@ -193,12 +204,17 @@ impl LobbyShared {
 /// A lobby request waiting for its answer, with what finishing it needs.
 enum Pending {
     Command(Command),
-    /// `/msg`: the text to deliver once the target is found.
+    /// `/msg`: the text to deliver once the target is found. A `guest<id>`
+    /// target is first looked for as session `id` (`by_id`), then by name.
     PrivMsg {
         to: String,
         text: String,
         command: Command,
+        by_id: bool,
     },
+    /// `/nick guest<id>` of another session: free only if session `id` no
+    /// longer goes by it.
+    GuestNick(Command),
     JoinFor(oneshot::Sender<Result<(), Rejection>>),
     LeaveFor(oneshot::Sender<bool>),
 }
@@ -254,20 +270,20 @@ impl Lobby {
         let nick = cx.name().clone();
         match &command {
             Command::Nick(new) => {
-                if is_reserved_guest_nick(&new.to_ascii_lowercase(), cx.id()) {
-                    return Err(Rejection::new(
-                        ErrorCode::BadName,
-                        "guest<number> nicks are reserved for new sessions",
-                    ));
+                match guest_number(new) {
+                    Some(id) if id > self.shared.ids.last_issued() => {
+                        return Err(Rejection::new(
+                            ErrorCode::BadName,
+                            "guest<number> nicks are reserved for new sessions",
+                        ));
+                    }
+                    Some(id) if id != cx.id() => {
+                        // Taken while session `id` still goes by it.
+                        cx.find_session(id);
+                        self.pending = Some(Box::new(Pending::GuestNick(command)));
+                    }
+                    _ => self.rename(cx, command),
                 }
-                let announce = cx.room().map(|_| {
-                    SharedEvent::new(LobbyLine::Nick {
-                        old: nick.clone(),
-                        new: Arc::from(new.as_str()),
-                    })
-                });
-                cx.rename(new, announce);
-                self.pending = Some(Box::new(Pending::Command(command)));
             }
             Command::Join(room) => {
                 self.join(cx, room);
@@ -285,12 +301,23 @@ impl Lobby {
                 self.carried_out(cx, command);
             }
             Command::Msg { to, text } => {
-                match guest_number(&to.to_ascii_lowercase()) {
-                    Some(id) => cx.find_session(id),
-                    None => cx.find_name(to),
-                }
+                let by_id = match guest_number(to) {
+                    Some(id) if id <= self.shared.ids.last_issued() => {
+                        cx.find_session(id);
+                        true
+                    }
+                    _ => {
+                        cx.find_name(to);
+                        false
+                    }
+                };
                 let (to, text) = (to.clone(), text.clone());
-                self.pending = Some(Box::new(Pending::PrivMsg { to, text, command }));
+                self.pending = Some(Box::new(Pending::PrivMsg {
+                    to,
+                    text,
+                    command,
+                    by_id,
+                }));
             }
             Command::Rooms => {
                 cx.rooms();
@@ -328,6 +355,21 @@ impl Lobby {
         Ok(())
     }
 
+    /// `/nick NAME` once the name may be claimed: the directory decides.
+    fn rename(&mut self, cx: &mut SessionContext<'_>, command: Command) {
+        let Command::Nick(new) = &command else {
+            return;
+        };
+        let announce = cx.room().map(|_| {
+            SharedEvent::new(LobbyLine::Nick {
+                old: cx.name().clone(),
+                new: Arc::from(new.as_str()),
+            })
+        });
+        cx.rename(new, announce);
+        self.pending = Some(Box::new(Pending::Command(command)));
+    }
+
     /// `/join ROOM`: the room you are in answers `WHO` only.
     fn join(&mut self, cx: &mut SessionContext<'_>, room: &str) {
         if cx.room().is_some_and(|current| &**current == room) {
@@ -346,6 +388,60 @@ impl Lobby {
         cx.join(room, Some(SharedEvent::new(join)), leave);
     }
 
+    /// A session lookup answered: `found` is the session if it goes by the
+    /// name the pending command is about.
+    fn found(
+        &mut self,
+        cx: &mut SessionContext<'_>,
+        pending: Option<Pending>,
+        found: Option<Peer>,
+    ) {
+        match pending {
+            Some(Pending::GuestNick(command)) => match (found, &command) {
+                (Some(_), Command::Nick(new)) => {
+                    let message = format!("{new} is already taken");
+                    Self::reject(cx, &Rejection::new(ErrorCode::NickTaken, message));
+                }
+                _ => self.rename(cx, command),
+            },
+            Some(Pending::PrivMsg {
+                to,
+                text,
+                command,
+                by_id,
+            }) => match found {
+                Some(target) => {
+                    let line = SharedEvent::new(LobbyLine::PrivMsg {
+                        from: cx.name().clone(),
+                        to: target.name.clone(),
+                        text,
+                    });
+                    if target.id != cx.id() {
+                        cx.send_to(&target, line.clone());
+                    }
+                    cx.send_bytes(line.bytes(cx.wire()));
+                    self.carried_out(cx, command);
+                }
+                // Session `id` goes by another name now; someone else may
+                // have taken its guest nick since.
+                None if by_id => {
+                    cx.find_name(&to);
+                    self.pending = Some(Box::new(Pending::PrivMsg {
+                        to,
+                        text,
+                        command,
+                        by_id: false,
+                    }));
+                }
+                None => {
+                    let message = format!("no one is called {to}");
+                    Self::reject(cx, &Rejection::new(ErrorCode::NoSuchNick, message));
+                }
+            },
+            _ => {}
+        }
+    }
+
     fn send_who(cx: &mut SessionContext<'_>, room: &str, members: &[Arc<str>]) {
         let nicks: Vec<&str> = members.iter().map(|nick| &**nick).collect();
         Self::reply(
@@ -362,17 +458,17 @@ fn not_in_room() -> Rejection {
     Rejection::new(ErrorCode::NotInRoom, "join a room first")
 }
 
-/// `guest<digits>` is the nick a session is given on arrival, so it belongs to
-/// the session with that id only: nobody else may take it and make a later
-/// `WELCOME` collide.
-fn is_reserved_guest_nick(lowercase_nick: &str, id: SessionId) -> bool {
-    guest_number(lowercase_nick).is_some() && lowercase_nick != guest_nick(id)
-}
-
-/// The number in a lower-cased `guest<digits>` nick.
-fn guest_number(lowercase_nick: &str) -> Option<SessionId> {
-    let digits = lowercase_nick.strip_prefix("guest")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+/// The id in a `guest<id>` nick as `WELCOME` gives it (any case, no leading
+/// zero): the nick session `id` arrives with. Other names (`guest007`,
+/// `guest0`, `guestbook`) are ordinary names.
+fn guest_number(nick: &str) -> Option<SessionId> {
+    let prefix = nick.get(..5)?;
+    let digits = &nick[5..];
+    if !prefix.eq_ignore_ascii_case("guest")
+        || digits.starts_with('0')
+        || digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     digits.parse().ok().map(SessionId)
@@ -476,24 +572,14 @@ impl Protocol for Lobby {
                 Ok(())
             }
             Answer::Found(peer) => {
-                let Some(Pending::PrivMsg { to, text, command }) = pending else {
-                    return;
-                };
-                let target = peer.filter(|peer| peer.name.eq_ignore_ascii_case(&to));
-                let Some(target) = target else {
-                    let message = format!("no one is called {to}");
-                    return Self::reject(cx, &Rejection::new(ErrorCode::NoSuchNick, message));
-                };
-                let line = SharedEvent::new(LobbyLine::PrivMsg {
-                    from: cx.name().clone(),
-                    to: target.name.clone(),
-                    text,
+                let found = peer.filter(|peer| match &pending {
+                    Some(Pending::PrivMsg { to, .. }) => peer.name.eq_ignore_ascii_case(to),
+                    Some(Pending::GuestNick(Command::Nick(new))) => {
+                        peer.name.eq_ignore_ascii_case(new)
+                    }
+                    _ => false,
                 });
-                if target.id != cx.id() {
-                    cx.send_to(&target, line.clone());
-                }
-                cx.send_bytes(line.bytes(cx.wire()));
-                return self.carried_out(cx, command);
+                return self.found(cx, pending, found);
             }
         };
         match (pending, outcome) {
@@ -574,10 +660,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn guest_nicks_belong_to_their_own_session() {
-        assert!(is_reserved_guest_nick("guest7", SessionId(3)));
-        assert!(!is_reserved_guest_nick("guest3", SessionId(3)));
-        assert!(!is_reserved_guest_nick("guest", SessionId(3)));
-        assert!(!is_reserved_guest_nick("guestbook", SessionId(3)));
+    fn only_the_nicks_welcome_gives_are_guest_numbers() {
+        assert_eq!(guest_number("guest7"), Some(SessionId(7)));
+        assert_eq!(guest_number("GuEsT12"), Some(SessionId(12)));
+        for ordinary in [
+            "guest",
+            "guest0",
+            "guest007",
+            "guestbook",
+            "guest7a",
+            "gues",
+        ] {
+            assert_eq!(guest_number(ordinary), None, "{ordinary}");
+        }
     }
 }

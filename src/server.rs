@@ -85,14 +85,15 @@ impl Server {
     /// The first value of `config` out of range ([`LobbyConfig::validate`]).
     pub fn try_new(config: LobbyConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let ids = SessionIds::new();
         Ok(Server {
             registry: Registry::start(arbiters(config.threads), config.room_capacity),
             listeners: Vec::new(),
             udp: Vec::new(),
             local_addr: None,
             limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
-            ids: SessionIds::new(),
-            lobby: Arc::default(),
+            lobby: Arc::new(LobbyShared::new(ids.clone())),
+            ids,
             drain: Drain::new(),
             config,
         })

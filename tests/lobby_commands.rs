@@ -171,19 +171,79 @@ fn nick_with_invalid_characters_or_length_is_bad_name() {
 }
 
 #[test]
-fn nick_guest_number_of_another_session_is_bad_name() {
+fn nick_guest_number_of_a_live_guest_is_nick_taken() {
     let server = Server::start(&[]);
     let other = server.client();
     let mut client = server.client();
     client.send(&format!("/nick guest{}", other.id));
-    client.expect_err("bad-name");
+    client.expect_err("nick-taken");
     client.send(&format!("/nick GUEST{}", other.id));
-    client.expect_err("bad-name");
+    client.expect_err("nick-taken");
     client.expect_nothing_pending();
     // The refused nick stays with its owner, and the sender keeps its own.
     client.send("/join lobby");
     client.expect(&format!("JOIN lobby {}", client.nick));
     client.expect(&format!("WHO lobby {}", client.nick));
+}
+
+#[test]
+fn nick_guest_number_not_yet_issued_is_bad_name_so_welcome_never_collides() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    let next = client.id + 1;
+    client.send(&format!("/nick guest{next}"));
+    client.expect_err("bad-name");
+    let newcomer = server.client();
+    assert_eq!(newcomer.nick, format!("guest{next}"));
+    // `WELCOME` never gives these: they are ordinary names.
+    for ordinary in ["guest0", format!("guest0{next}").as_str(), "guestbook"] {
+        client.send(&format!("/nick {ordinary}"));
+        let old = std::mem::replace(&mut client.nick, ordinary.to_string());
+        client.expect(&format!("NICK {old} {ordinary}"));
+    }
+}
+
+#[test]
+fn a_guest_nick_given_up_is_free_and_msg_reaches_its_new_owner() {
+    let server = Server::start(&[]);
+    let mut first = server.client();
+    let mut second = server.client();
+    let guest = first.nick.clone();
+    first.send("/nick alice");
+    first.expect(&format!("NICK {guest} alice"));
+    second.send(&format!("/nick {guest}"));
+    second.expect(&format!("NICK {} {guest}", second.nick));
+    // Its first owner cannot take it back while it is someone else's.
+    first.send(&format!("/nick {guest}"));
+    first.expect_err("nick-taken");
+    first.send(&format!("/msg {guest} hi"));
+    first.expect(&format!("PRIVMSG alice {guest} hi"));
+    second.expect(&format!("PRIVMSG alice {guest} hi"));
+    // Once its owner leaves, a departed guest's nick is free again.
+    drop(second);
+    let mut third = server.client();
+    let taken = loop_until_not_taken(&mut third, &guest);
+    assert!(taken, "{guest} never became free after its owner left");
+    third.send("/msg alice hello");
+    first.expect(&format!("PRIVMSG {guest} alice hello"));
+}
+
+/// Asks for `nick` until the server stops saying `nick-taken` (the departed
+/// owner's release is asynchronous): at most 100 times, 50 ms apart.
+fn loop_until_not_taken(client: &mut Client, nick: &str) -> bool {
+    for attempt in 0..100 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        client.send(&format!("/nick {nick}"));
+        let line = client.line();
+        if line == format!("NICK {} {nick}", client.nick) {
+            client.nick = nick.to_string();
+            return true;
+        }
+        assert!(line.starts_with("ERR nick-taken"), "{line}");
+    }
+    false
 }
 
 #[test]
