@@ -112,6 +112,14 @@ impl SharedEvent {
             .clone()
     }
 
+    /// How many bytes the event is in `wire` (rendering it once, if no one
+    /// has yet).
+    pub(crate) fn len_in(&self, wire: Wire) -> usize {
+        self.0.bytes[wire.index()]
+            .get_or_init(|| self.0.event.render(wire))
+            .len()
+    }
+
     /// The event itself, e.g. for logging.
     pub fn event(&self) -> &dyn Event {
         &self.0.event

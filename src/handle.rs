@@ -7,16 +7,22 @@
 //! single ordered queue from the rest of the system: room events, answers to
 //! its own requests, a close, shutdown. Once the session is closing, pushes
 //! are dropped, so nothing reaches a peer after its farewell.
+//!
+//! The session's outbound bound is kept here, where events are pushed: an
+//! event that would make the session owe its peer more frames or bytes than
+//! its bound (waiting in the inbox and in its outbound queue together) is
+//! dropped and the session is closed as a slow consumer, so a peer that never
+//! reads costs at most its bound however fast the rest of the server sends.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use actix::prelude::*;
 use futures::channel::oneshot;
 use futures::task::AtomicWaker;
 
-use crate::event::{Event, SharedEvent};
+use crate::event::{Event, SharedEvent, Wire};
 use crate::protocol::Rejection;
 use crate::reason::DisconnectReason;
 use crate::room::{Response, RoomName};
@@ -114,11 +120,25 @@ pub(crate) enum Delivery {
 #[rtype(result = "()")]
 pub(crate) struct TakeInbox;
 
+/// How much a session may owe its peer: frames and bytes not yet written,
+/// whether still in its inbox or already in its outbound queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutboundBound {
+    pub(crate) frames: usize,
+    pub(crate) bytes: usize,
+}
+
 /// Deliveries handed to a session that it has not taken yet, and the little
 /// else that others need of a session; one allocation per session.
-#[derive(Default)]
 pub(crate) struct Inbox {
     deliveries: Mutex<Queue>,
+    /// The session's wire format, which events are measured in.
+    wire: Wire,
+    bound: OutboundBound,
+    /// The frames and bytes in the session's outbound queue, as it last
+    /// reported them (plus what it has taken since).
+    owed_frames: AtomicUsize,
+    owed_bytes: AtomicUsize,
     /// A `TakeInbox` is on its way; deliveries meanwhile ride along with it.
     notified: AtomicBool,
     /// The session is closing or gone: deliveries are dropped.
@@ -135,6 +155,9 @@ pub(crate) struct Inbox {
 struct Queue {
     /// Taken whole, so a `Vec` keeps the order.
     deliveries: Vec<Delivery>,
+    /// The events among `deliveries`, and their bytes in the session's wire.
+    event_frames: usize,
+    event_bytes: usize,
     /// Wakes the session; set once the session's actor has started.
     wake: Option<Recipient<TakeInbox>>,
     name: Option<Arc<str>>,
@@ -142,6 +165,22 @@ struct Queue {
 }
 
 impl Inbox {
+    /// The inbox of a session speaking `wire` that may owe its peer at most
+    /// `bound`.
+    pub(crate) fn new(wire: Wire, bound: OutboundBound) -> Self {
+        Inbox {
+            deliveries: Mutex::default(),
+            wire,
+            bound,
+            owed_frames: AtomicUsize::new(0),
+            owed_bytes: AtomicUsize::new(0),
+            notified: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            read_paused: AtomicBool::new(false),
+            read_waker: AtomicWaker::new(),
+        }
+    }
+
     fn queue(&self) -> MutexGuard<'_, Queue> {
         // A push or a take cannot be interrupted half-way, so a poisoned lock
         // still guards a whole queue.
@@ -162,13 +201,45 @@ impl Inbox {
         self.push_all([delivery]);
     }
 
-    /// Pushes several deliveries under one lock, in order.
+    /// Pushes several deliveries under one lock, in order. An event past the
+    /// session's bound ends the session as a slow consumer instead.
     fn push_all<const N: usize>(&self, deliveries: [Delivery; N]) {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
         let mut queue = self.queue();
-        queue.deliveries.extend(deliveries);
+        for delivery in deliveries {
+            if let Delivery::Event(event) = &delivery {
+                let bytes = event.len_in(self.wire);
+                let owed_frames = self.owed_frames.load(Ordering::Relaxed) + queue.event_frames;
+                let owed_bytes = self.owed_bytes.load(Ordering::Relaxed) + queue.event_bytes;
+                if owed_frames >= self.bound.frames || owed_bytes + bytes > self.bound.bytes {
+                    log::debug!(
+                        "a session owing {owed_frames} frames of {owed_bytes} bytes is a slow consumer"
+                    );
+                    return self.overflow(queue);
+                }
+                queue.event_frames += 1;
+                queue.event_bytes += bytes;
+            }
+            queue.deliveries.push(delivery);
+        }
+        self.wake(&queue);
+    }
+
+    /// The session owes its peer more than its bound: nothing more is
+    /// delivered, and what waits gives way to one slow-consumer close.
+    fn overflow(&self, mut queue: MutexGuard<'_, Queue>) {
+        self.closed.store(true, Ordering::Release);
+        queue.deliveries = vec![Delivery::Close {
+            reason: DisconnectReason::SlowConsumer,
+            farewell: None,
+        }];
+        (queue.event_frames, queue.event_bytes) = (0, 0);
+        self.wake(&queue);
+    }
+
+    fn wake(&self, queue: &Queue) {
         if !self.notified.swap(true, Ordering::AcqRel)
             && let Some(wake) = &queue.wake
         {
@@ -177,10 +248,24 @@ impl Inbox {
     }
 
     /// Takes every waiting delivery. The flag is cleared first, so a delivery
-    /// pushed after the take wakes the session anew.
+    /// pushed after the take wakes the session anew. The events taken count
+    /// as owed until the session next reports its outbound queue.
     pub(crate) fn take(&self) -> Vec<Delivery> {
         self.notified.store(false, Ordering::Release);
-        std::mem::take(&mut self.queue().deliveries)
+        let mut queue = self.queue();
+        self.owed_frames
+            .fetch_add(queue.event_frames, Ordering::Relaxed);
+        self.owed_bytes
+            .fetch_add(queue.event_bytes, Ordering::Relaxed);
+        (queue.event_frames, queue.event_bytes) = (0, 0);
+        std::mem::take(&mut queue.deliveries)
+    }
+
+    /// What the session's outbound queue holds now: `frames` frames of
+    /// `bytes` bytes in all, not yet written.
+    pub(crate) fn report_owed(&self, frames: usize, bytes: usize) {
+        self.owed_frames.store(frames, Ordering::Relaxed);
+        self.owed_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// From now on nothing is delivered; what waits is dropped.
@@ -188,6 +273,7 @@ impl Inbox {
         self.closed.store(true, Ordering::Release);
         let mut queue = self.queue();
         queue.deliveries = Vec::new();
+        (queue.event_frames, queue.event_bytes) = (0, 0);
         queue.wake = None;
     }
 }
@@ -197,7 +283,10 @@ impl Inbox {
 ///
 /// Nothing sent through a handle ever waits or fails: a session that is
 /// closing or gone drops what it is sent, and a live one writes it in order
-/// after everything sent before, within its outbound bound.
+/// after everything sent before. An event that would make a session owe its
+/// peer more than its outbound bound (`outbound_queue` frames or
+/// `outbound_bytes` bytes, counted as the event is sent) is dropped and the
+/// session ends as a [slow consumer](DisconnectReason::SlowConsumer).
 #[derive(Clone)]
 pub struct SessionHandle {
     id: SessionId,
@@ -281,6 +370,70 @@ impl SessionHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    #[derive(Debug)]
+    struct Line(&'static str);
+
+    impl Event for Line {
+        fn render(&self, _: Wire) -> Bytes {
+            Bytes::from_static(self.0.as_bytes())
+        }
+    }
+
+    fn session_owing_at_most(frames: usize, bytes: usize) -> SessionHandle {
+        let inbox = Inbox::new(Wire::Text, OutboundBound { frames, bytes });
+        SessionHandle::new(SessionId(1), Arc::new(inbox))
+    }
+
+    fn is_slow_consumer_close(deliveries: &[Delivery]) -> bool {
+        matches!(
+            deliveries,
+            [Delivery::Close {
+                reason: DisconnectReason::SlowConsumer,
+                farewell: None
+            }]
+        )
+    }
+
+    #[test]
+    fn the_event_past_the_frame_bound_closes_the_session_as_it_is_sent() {
+        let session = session_owing_at_most(2, 1024);
+        session.send(Line("a\n"));
+        session.send(Line("b\n"));
+        assert!(!session.is_closed());
+        session.send(Line("c\n"));
+        assert!(session.is_closed(), "the third frame is past the bound");
+        session.send(Line("d\n"));
+        assert!(is_slow_consumer_close(&session.inbox.take()));
+    }
+
+    #[test]
+    fn the_byte_bound_counts_what_was_taken_until_the_session_reports() {
+        let session = session_owing_at_most(100, 10);
+        session.send(Line("12345\n"));
+        assert_eq!(session.inbox.take().len(), 1);
+        // Taken but not written yet: still owed, so 6 + 4 bytes fit ...
+        session.send(Line("678\n"));
+        assert!(!session.is_closed());
+        let _ = session.inbox.take();
+        // ... and once everything is written, the whole bound is free again.
+        session.inbox.report_owed(0, 0);
+        session.send(Line("0123456789"));
+        assert!(!session.is_closed(), "exactly the bound is allowed");
+        session.send(Line("x"));
+        assert!(session.is_closed(), "one byte past the bound");
+        assert!(is_slow_consumer_close(&session.inbox.take()));
+    }
+
+    #[test]
+    fn a_session_past_its_bytes_while_owing_taken_events_is_closed() {
+        let session = session_owing_at_most(100, 10);
+        session.send(Line("12345\n"));
+        let _ = session.inbox.take();
+        session.send(Line("6789\n"));
+        assert!(session.is_closed(), "6 taken + 5 new bytes > 10");
+    }
 
     #[test]
     fn default_ids_never_repeat_across_listeners_of_one_process() {

@@ -27,14 +27,13 @@ impl Outbound {
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Frames queued and not wholly written yet.
+    pub(crate) fn len(&self) -> usize {
         self.frames.len()
     }
 
     /// Bytes queued and not written yet.
-    #[cfg(test)]
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 

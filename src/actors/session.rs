@@ -31,7 +31,7 @@ use crate::config::SessionConfig;
 use crate::drain::DrainGuard;
 use crate::driver::{Engine, Protocol};
 use crate::framing::{FrameError, FrameReader, Inbound};
-use crate::handle::{Inbox, SessionHandle, SessionId, TakeInbox};
+use crate::handle::{Inbox, OutboundBound, SessionHandle, SessionId, TakeInbox};
 use crate::limiter::ConnectionPermit;
 use crate::local::Local;
 use crate::reason::DisconnectReason;
@@ -91,7 +91,11 @@ impl<P: Protocol> Session<P> {
             .max_frames_per_sec
             .map(|rate| Box::new(TokenBucket::new(rate.get())));
         let (reader, writer) = stream.into_split();
-        let inbox = Arc::new(Inbox::default());
+        let bound = OutboundBound {
+            frames: config.outbound_queue,
+            bytes: config.outbound_bytes,
+        };
+        let inbox = Arc::new(Inbox::new(config.wire, bound));
         let handle = SessionHandle::new(id, inbox.clone());
         Session {
             engine: Engine::new(protocol, handle, peer, config.wire, (registry, local)),
@@ -120,10 +124,13 @@ impl<P: Protocol> Session<P> {
     }
 
     /// Whether more is waiting for the full socket than the outbound bound
-    /// allows (frames or bytes): the peer is a slow consumer.
+    /// allows (frames or bytes): the peer is a slow consumer. Tells the inbox
+    /// what is waiting, so senders see the bound too.
     fn over_bound(&mut self) -> bool {
         let (frames, bytes) = (self.config.outbound_queue, self.config.outbound_bytes);
-        self.engine.outbound().exceeds(frames, bytes)
+        let outbound = self.engine.outbound();
+        self.inbox.report_owed(outbound.len(), outbound.bytes());
+        outbound.exceeds(frames, bytes)
     }
 
     /// Acts on whatever the engine produced: output to write, a close to
@@ -201,6 +208,7 @@ impl<P: Protocol> Session<P> {
         };
         match self.engine.outbound().write_now(writer) {
             Ok(()) => {
+                self.inbox.report_owed(0, 0);
                 if let Some(reason) = self.closing {
                     self.finish_close(reason, ctx);
                 }

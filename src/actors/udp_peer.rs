@@ -24,7 +24,7 @@ use crate::config::SessionConfig;
 use crate::drain::DrainGuard;
 use crate::driver::{Engine, Protocol};
 use crate::framing::Framing;
-use crate::handle::{Inbox, SessionHandle, SessionId, TakeInbox};
+use crate::handle::{Inbox, OutboundBound, SessionHandle, SessionId, TakeInbox};
 use crate::limiter::ConnectionPermit;
 use crate::local::Local;
 use crate::reason::DisconnectReason;
@@ -99,7 +99,11 @@ impl<P: Protocol> UdpPeer<P> {
         let rate_limit = config
             .max_frames_per_sec
             .map(|rate| Box::new(TokenBucket::new(rate.get())));
-        let inbox = Arc::new(Inbox::default());
+        let bound = OutboundBound {
+            frames: config.outbound_queue,
+            bytes: config.outbound_bytes,
+        };
+        let inbox = Arc::new(Inbox::new(config.wire, bound));
         let handle = SessionHandle::new(id, inbox.clone());
         UdpPeer {
             id,
@@ -138,6 +142,7 @@ impl<P: Protocol> UdpPeer<P> {
                     payload,
                 });
             }
+            self.inbox.report_owed(0, 0);
             if let Some((reason, farewell)) = self.engine.take_close() {
                 // Datagrams leave at once: what is owed, then the farewell.
                 self.inbox.close();
