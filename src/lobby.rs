@@ -6,7 +6,7 @@
 //! programs can watch the lobby by subscribing to [`LobbyEvent`]s.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::prelude::*;
@@ -162,6 +162,8 @@ pub(crate) struct LobbyShared {
     /// only taken when there is someone to tell.
     watched: AtomicBool,
     subscribers: Mutex<Vec<Recipient<LobbyEvent>>>,
+    /// Events a subscriber's full mailbox could not take.
+    dropped_events: AtomicU64,
 }
 
 impl LobbyShared {
@@ -193,11 +195,21 @@ impl LobbyShared {
             .subscribers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // A subscriber that stopped is dropped.
-        subscribers.retain(Recipient::connected);
-        for subscriber in subscribers.iter() {
-            subscriber.do_send(event.clone());
-        }
+        // A subscriber that stopped is dropped; one whose mailbox is full
+        // misses the event rather than growing the mailbox without bound.
+        subscribers.retain(|subscriber| match subscriber.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(SendError::Full(_)) => {
+                self.dropped_events.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(SendError::Closed(_)) => false,
+        });
+    }
+
+    /// How many events subscribers missed because their mailbox was full.
+    pub(crate) fn dropped_events(&self) -> u64 {
+        self.dropped_events.load(Ordering::Relaxed)
     }
 }
 

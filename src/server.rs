@@ -224,8 +224,19 @@ impl Server {
 
     /// Delivers every [`LobbyEvent`] of the lobby's sessions to `events`
     /// from now on; a subscriber that stops is dropped.
+    ///
+    /// Delivery never waits and never grows memory: an event that finds the
+    /// subscriber's mailbox full (actix's default capacity is 16 messages;
+    /// an actor may raise it with `Context::set_mailbox_capacity`) is dropped
+    /// for that subscriber and counted in [`Server::dropped_events`].
     pub fn subscribe(&self, events: Recipient<LobbyEvent>) {
         self.lobby.subscribe(events);
+    }
+
+    /// How many [`LobbyEvent`]s subscribers have missed because their
+    /// mailbox was full, since the server started.
+    pub fn dropped_events(&self) -> u64 {
+        self.lobby.dropped_events()
     }
 
     /// Stops accepting, tells every session to shut down (the lobby:

@@ -241,3 +241,78 @@ fn a_host_shuts_the_lobby_down_and_learns_when_every_session_is_gone() {
     assert!(all_closed, "every session ended within the grace period");
     host.join().expect("host thread ends");
 }
+
+/// A subscriber that is stuck: it takes the first event, then blocks its
+/// own thread until the test lets it go, then forwards what it gets.
+struct Stuck {
+    release: Option<mpsc::Receiver<()>>,
+    events: mpsc::Sender<LobbyEvent>,
+}
+
+impl actix::Actor for Stuck {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<LobbyEvent> for Stuck {
+    type Result = ();
+
+    fn handle(&mut self, event: LobbyEvent, _: &mut Self::Context) {
+        if let Some(release) = self.release.take() {
+            // Bounded: a test that fails never releases it.
+            let _ = release.recv_timeout(READ_TIMEOUT * 4);
+        }
+        let _ = self.events.send(event);
+    }
+}
+
+#[test]
+fn a_stuck_subscriber_misses_events_instead_of_growing_its_mailbox() {
+    const LINES: usize = 200;
+    /// actix's default mailbox capacity, which `Stuck` keeps.
+    const MAILBOX: usize = 16;
+    let lobby = EmbeddedLobby::start();
+    let (release_tx, release) = mpsc::channel();
+    let (events_tx, events) = mpsc::channel();
+    // A thread of its own in the lobby's system, so blocking it stalls no
+    // session.
+    actix_rt::System::set_current(lobby.system.clone());
+    let arbiter = actix::Arbiter::new();
+    let stuck = actix::Actor::start_in_arbiter(&arbiter.handle(), move |_| Stuck {
+        release: Some(release),
+        events: events_tx,
+    });
+    lobby.server().subscribe(stuck.recipient());
+
+    let mut ann = Client::connect(lobby.addr());
+    ann.welcome();
+    ann.join("lobby");
+    for k in 0..LINES {
+        ann.send(&format!("line {k}"));
+    }
+    for k in 0..LINES {
+        ann.expect(&format!("MSG lobby {} line {k}", ann.nick));
+    }
+    // Connected, join and the lines: all but what the mailbox holds (and the
+    // one being handled, and one the mailbox lets past) were dropped.
+    let generated = (2 + LINES) as u64;
+    let dropped = lobby.server().dropped_events();
+    assert!(
+        dropped >= generated - MAILBOX as u64 - 2 && dropped <= generated,
+        "{dropped} of {generated} events dropped"
+    );
+    release_tx.send(()).expect("the subscriber is waiting");
+    // What was not dropped arrives, then nothing else before the next event.
+    for _ in dropped..generated {
+        events
+            .recv_timeout(READ_TIMEOUT)
+            .expect("an event kept in the mailbox");
+    }
+    ann.send("after");
+    ann.expect(&format!("MSG lobby {} after", ann.nick));
+    let next = events.recv_timeout(READ_TIMEOUT).expect("the next event");
+    assert!(
+        matches!(&next, LobbyEvent::Command { command: Command::Say(text), .. } if text == "after"),
+        "{next:?}"
+    );
+    arbiter.stop();
+}
