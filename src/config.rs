@@ -23,6 +23,9 @@ pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 pub const DEFAULT_OUTBOUND_BYTES: usize = 1 << 20;
 /// The largest `outbound_bytes`: 1 GiB.
 pub const MAX_OUTBOUND_BYTES: usize = 1 << 30;
+/// Default for [`LobbyConfig::max_udp_sessions`]: a tenth of the default
+/// connection limit, so UDP can never take more than a tenth of the slots.
+pub const DEFAULT_MAX_UDP_SESSIONS: usize = 1_000;
 /// How long a closing session may spend writing what it still owes the peer.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -149,6 +152,9 @@ pub struct LobbyConfig {
     pub max_per_ip: Option<usize>,
     /// Inbound lines per session per second; `None` for no limit.
     pub max_msgs_per_sec: Option<NonZeroU32>,
+    /// UDP sessions at most (they also count toward `max_connections`), so
+    /// forged source addresses cannot take every slot.
+    pub max_udp_sessions: usize,
     /// Threads that sessions, room sequencers and name shards are spread
     /// over (the first is the thread that starts the server).
     pub threads: usize,
@@ -166,6 +172,7 @@ impl Default for LobbyConfig {
             outbound_bytes: DEFAULT_OUTBOUND_BYTES,
             max_per_ip: None,
             max_msgs_per_sec: None,
+            max_udp_sessions: DEFAULT_MAX_UDP_SESSIONS,
             threads: default_threads(),
         }
     }
@@ -200,6 +207,7 @@ impl LobbyConfig {
         check_count("max_per_ip", self.max_per_ip.unwrap_or(1), 1)?;
         let rate = self.max_msgs_per_sec.map_or(1, |rate| rate.get() as usize);
         check_count("max_msgs_per_sec", rate, 1)?;
+        check_count("max_udp_sessions", self.max_udp_sessions, 1)?;
         check("threads", self.threads as u128, 1, MAX_THREADS as u128)
     }
 

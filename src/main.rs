@@ -66,6 +66,9 @@ struct Args {
     /// Also serve the text lobby over UDP on this address, one line per datagram
     #[arg(long)]
     udp_bind: Option<SocketAddr>,
+    /// UDP sessions at most (they also count toward --max-connections)
+    #[arg(long, default_value_t = config::DEFAULT_MAX_UDP_SESSIONS)]
+    max_udp_sessions: usize,
     /// Threads that sessions, rooms and names are spread over [default: one per core]
     #[arg(long, alias = "session-threads")]
     threads: Option<usize>,
@@ -83,6 +86,7 @@ impl Args {
             outbound_bytes: self.outbound_bytes,
             max_per_ip: (self.max_per_ip > 0).then_some(self.max_per_ip),
             max_msgs_per_sec: NonZeroU32::new(self.max_msgs_per_sec),
+            max_udp_sessions: self.max_udp_sessions,
             threads: self.threads.unwrap_or_else(config::default_threads),
         }
     }
@@ -178,6 +182,13 @@ async fn serve(args: Args, lobby: LobbyConfig) -> ExitCode {
         if let Err(error) = served {
             eprintln!("switchboard: cannot listen on {udp_bind}: {error}");
             return ExitCode::FAILURE;
+        }
+        if args.max_per_ip == 0 {
+            log::warn!(
+                "udp source addresses can be forged: one host may hold up to \
+                 --max-udp-sessions ({}) sessions; set --max-per-ip",
+                args.max_udp_sessions
+            );
         }
     }
     if let Err(error) = shutdown_signal().await {

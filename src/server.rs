@@ -159,6 +159,7 @@ impl Server {
             config,
             registry: self.registry.clone(),
             limiter: self.limiter.clone(),
+            max_sessions: self.config.max_udp_sessions,
             ids: self.ids.clone(),
             refusal: SERVER_FULL.to_line(),
             drain: self.drain.guard(),

@@ -35,6 +35,7 @@ fn zero_where_zero_means_nothing_is_refused() {
         "--heartbeat",
         "--idle-timeout",
         "--threads",
+        "--max-udp-sessions",
     ] {
         let line = refused(&[flag, "0"]);
         assert!(
@@ -53,6 +54,7 @@ fn values_past_their_bound_are_refused() {
         ("--max-line", "1048577", "1048576"),
         ("--max-connections", "1000001", "1000000"),
         ("--threads", "1025", "1024"),
+        ("--max-udp-sessions", "1000001", "1000000"),
     ];
     for (flag, value, max) in cases {
         let line = refused(&[flag, value]);

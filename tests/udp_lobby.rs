@@ -46,10 +46,27 @@ impl UdpPeer {
         assert_eq!(self.line(), expected);
     }
 
-    /// Sends the first datagram, `/nick nick`: answered by `WELCOME` first.
+    /// The token line a new session sends first (`TOKEN <12 hex digits>`).
+    #[track_caller]
+    fn token(&self) -> String {
+        let token = self.line();
+        let digits = token
+            .strip_prefix("TOKEN ")
+            .unwrap_or_else(|| panic!("expected TOKEN, got {token:?}"));
+        assert!(
+            digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{token:?}"
+        );
+        token
+    }
+
+    /// Sends the first datagram, `/nick nick`, proves the address by
+    /// echoing the token, and reads `WELCOME` and `NICK`.
     #[track_caller]
     fn join_as(&self, nick: &str) -> u64 {
         self.send(format!("/nick {nick}").as_bytes());
+        let token = self.token();
+        self.send(token.as_bytes());
         let welcome = self.line();
         let id: u64 = welcome
             .strip_prefix("WELCOME ")
@@ -122,6 +139,114 @@ fn udp_peers_count_toward_the_connection_limit() {
     let server = Server::start(&["--udp-bind", "127.0.0.1:0", "--max-connections", "1"]);
     let _tcp = server.named("tom");
     let udp = UdpPeer::new(server.listener_addr("udp"));
-    udp.send(b"/rooms");
+    // The refusal is 54 bytes: a datagram of 18 bytes or more may earn it.
+    udp.send(b"/ping padded-token");
     assert!(udp.line().starts_with("ERR server-full "));
+}
+
+#[test]
+fn udp_sessions_have_a_cap_of_their_own_and_short_datagrams_earn_no_refusal() {
+    let server = Server::start(&["--udp-bind", "127.0.0.1:0", "--max-udp-sessions", "1"]);
+    let addr = server.listener_addr("udp");
+    let first = UdpPeer::new(addr);
+    first.join_as("uma");
+    let second = UdpPeer::new(addr);
+    // 6 bytes may be answered with 18 at most: the refusal is withheld.
+    second.send(b"/rooms");
+    second.send(b"/ping a-long-enough-datagram");
+    assert!(second.line().starts_with("ERR server-full "));
+    // TCP slots are untouched by the UDP cap.
+    let mut tcp = server.named("tom");
+    tcp.send("/rooms");
+    tcp.expect("ROOMS");
+}
+
+#[test]
+fn an_unproved_address_is_sent_at_most_three_times_what_it_sent() {
+    let server = Server::start(&["--udp-bind", "127.0.0.1:0"]);
+    let mut tom = server.named("tom");
+    // Thirty rooms make `ROOMS` about 300 bytes: a large answer to 6.
+    let members: Vec<_> = (0..30)
+        .map(|k| {
+            let mut member = server.client();
+            member.join_alone(&format!("room-number-{k:02}"));
+            member
+        })
+        .collect();
+    let victim = UdpPeer::new(server.listener_addr("udp"));
+    let mut sent = 0;
+    for datagram in [&b"/nick victim"[..], b"/rooms", b"/rooms", b"/msg tom done"] {
+        victim.send(datagram);
+        sent += datagram.len();
+    }
+    // The last datagram was handled: so were the ones before it.
+    tom.expect("PRIVMSG victim tom done");
+    victim
+        .socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = [0; 70_000];
+    let mut lines = Vec::new();
+    let mut received = 0;
+    while let Ok((len, _)) = victim.socket.recv_from(&mut buf) {
+        received += len;
+        lines.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+        assert!(lines.len() < 100, "unbounded answers: {lines:?}");
+    }
+    assert!(
+        received <= 3 * sent,
+        "{received} bytes sent to an unproved address that sent {sent}: {lines:?}"
+    );
+    assert!(lines[0].starts_with("TOKEN "), "{lines:?}");
+    assert!(lines[1].starts_with("WELCOME "), "{lines:?}");
+    // Echoing the token releases everything held back, in order.
+    let token = lines[0].trim_end().to_owned();
+    victim
+        .socket
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    victim.send(token.as_bytes());
+    let rooms: Vec<String> = (0..30).map(|k| format!("room-number-{k:02}=1")).collect();
+    let rooms = format!("ROOMS {}", rooms.join(" "));
+    let id = lines[1]
+        .trim_end()
+        .rsplit("guest")
+        .next()
+        .expect("WELCOME id guestN");
+    let expected = [
+        format!("NICK guest{id} victim"),
+        rooms.clone(),
+        rooms,
+        "PRIVMSG victim tom done".to_owned(),
+    ];
+    let mut rest: Vec<String> = lines[2..].iter().map(|l| l.trim_end().to_owned()).collect();
+    assert!(
+        rest.len() < expected.len(),
+        "everything came unproved: {lines:?}"
+    );
+    while rest.len() < expected.len() {
+        rest.push(victim.line());
+    }
+    assert_eq!(rest, expected);
+    drop(members);
+}
+
+#[test]
+fn a_datagram_after_quit_starts_a_new_session() {
+    let server = Server::start(&["--udp-bind", "127.0.0.1:0"]);
+    let udp = UdpPeer::new(server.listener_addr("udp"));
+    let first = udp.join_as("uma");
+    udp.send(b"/quit");
+    udp.send(b"/nick again");
+    udp.expect("BYE");
+    let token = udp.token();
+    udp.send(token.as_bytes());
+    let welcome = udp.line();
+    let second: u64 = welcome
+        .strip_prefix("WELCOME ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("expected WELCOME, got {welcome:?}"));
+    assert!(second > first, "a new session: {second} after {first}");
+    udp.expect(&format!("NICK guest{second} again"));
 }

@@ -7,6 +7,13 @@
 //! timeout, or by the server; whichever comes first is reported once, from
 //! `stopped()`, and the address is forgotten so its next datagram starts a
 //! new session.
+//!
+//! UDP source addresses can be forged, so until a peer proves its address
+//! the server sends it at most [`AMPLIFICATION_LIMIT`] times the bytes it
+//! received from it (QUIC's rule, RFC 9000 §8.1). Its first datagram is
+//! `TOKEN <token>`; a peer proves its address by sending that line back. What
+//! the limit holds back waits, within the outbound bound, for the proof or
+//! for more datagrams.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -34,20 +41,51 @@ use crate::registry::Registry;
 /// peer's datagrams are dropped, as UDP may drop any datagram.
 const MAX_HELD_DATAGRAMS: usize = 64;
 
-/// One datagram from the peer, passed on by its router.
+/// How many bytes an address that has not proved itself may be sent per byte
+/// received from it: 3, as RFC 9000 §8.1 allows a QUIC server.
+pub const AMPLIFICATION_LIMIT: usize = 3;
+
+/// Hex digits of a token: 48 random bits, which an attacker who cannot see
+/// the server's datagrams must guess before the session's idle timeout.
+/// The token line, `TOKEN ` and 12 digits and `\n`, is 19 bytes: a first
+/// datagram of 7 bytes or more earns it.
+const TOKEN_DIGITS: usize = 12;
+
+/// What a peer's router passes on.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct Receive(pub Bytes);
+pub enum Receive {
+    /// One datagram from the peer.
+    Datagram(Bytes),
+    /// The router forwards nothing more to this session: having handled
+    /// everything forwarded before, an ending session may stop.
+    Retire,
+}
 
-/// A peer has ended; its router forgets the address (if it still maps to
-/// this session).
+/// A peer's session is ending, or has ended: its router forgets the address
+/// (if it still maps to this session).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct PeerGone {
     /// The peer's address.
     pub peer: SocketAddr,
-    /// The session that ended.
+    /// The session.
     pub session: SessionId,
+    /// What became of it.
+    pub end: PeerEnd,
+}
+
+/// How a [`PeerGone`] session stands.
+#[derive(Debug)]
+pub enum PeerEnd {
+    /// It is ending: forward nothing more to it, then send it
+    /// [`Receive::Retire`] here.
+    Ending(Recipient<Receive>),
+    /// A datagram that reached it after its end began: it starts the
+    /// address's next session.
+    Unhandled(Bytes),
+    /// It has stopped.
+    Stopped,
 }
 
 /// What a UDP peer is started with besides its protocol.
@@ -75,6 +113,8 @@ pub struct UdpPeer<P: Protocol> {
     rate_limit: Option<Box<TokenBucket>>,
     /// Datagrams that arrived while the protocol waited for an answer.
     held: VecDeque<Bytes>,
+    /// `Some` until the peer has proved its address.
+    unverified: Option<Box<Unverified>>,
     stop_reason: Option<DisconnectReason>,
     /// A timer ends the peer should answers owed before its close not come.
     close_armed: bool,
@@ -116,6 +156,7 @@ impl<P: Protocol> UdpPeer<P> {
             last_inbound: Instant::now(),
             rate_limit,
             held: VecDeque::new(),
+            unverified: Some(Box::new(Unverified::new())),
             stop_reason: None,
             close_armed: false,
             _permit: permit,
@@ -123,9 +164,25 @@ impl<P: Protocol> UdpPeer<P> {
         }
     }
 
+    /// Ends the session for `reason`. It stops once its router has
+    /// forwarded everything it will (datagrams sent after the end began come
+    /// back to the router for the address's next session), or after the
+    /// flush timeout should the router be gone.
     fn end(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
-        self.stop_reason.get_or_insert(reason);
-        ctx.stop();
+        if self.stop_reason.is_some() {
+            return;
+        }
+        self.stop_reason = Some(reason);
+        self.inbox.close();
+        let ending = PeerGone {
+            peer: self.peer,
+            session: self.id,
+            end: PeerEnd::Ending(ctx.address().recipient()),
+        };
+        if self.router.try_send(ending).is_err() {
+            return ctx.stop();
+        }
+        ctx.run_later(self.config.flush_timeout, |_, ctx| ctx.stop());
     }
 
     /// Sends what the engine produced, handles held datagrams once the
@@ -136,21 +193,18 @@ impl<P: Protocol> UdpPeer<P> {
                 return;
             }
             self.engine.run_controls();
-            for payload in self.engine.outbound().drain() {
-                self.endpoint.do_send(SendDatagram {
-                    to: self.peer,
-                    payload,
-                });
+            let output: Vec<Bytes> = self.engine.outbound().drain().collect();
+            for payload in output {
+                self.send(payload);
             }
-            self.inbox.report_owed(0, 0);
+            if self.over_bound() {
+                return self.end(DisconnectReason::SlowConsumer, ctx);
+            }
             if let Some((reason, farewell)) = self.engine.take_close() {
                 // Datagrams leave at once: what is owed, then the farewell.
                 self.inbox.close();
                 if let Some(payload) = farewell.filter(|_| reason.flushes_output()) {
-                    self.endpoint.do_send(SendDatagram {
-                        to: self.peer,
-                        payload,
-                    });
+                    self.send(payload);
                 }
                 return self.end(reason, ctx);
             }
@@ -173,6 +227,46 @@ impl<P: Protocol> UdpPeer<P> {
             };
             self.receive(datagram);
         }
+    }
+
+    /// Sends `payload` to the peer now, or once the amplification limit
+    /// allows.
+    fn send(&mut self, payload: Bytes) {
+        match &mut self.unverified {
+            Some(unverified) => {
+                unverified.withhold(payload);
+                self.release_withheld();
+            }
+            None => self.endpoint.do_send(SendDatagram {
+                to: self.peer,
+                payload,
+            }),
+        }
+    }
+
+    /// Sends what the amplification limit now allows of what it held back.
+    fn release_withheld(&mut self) {
+        let Some(unverified) = &mut self.unverified else {
+            return;
+        };
+        while let Some(payload) = unverified.next_allowed() {
+            self.endpoint.do_send(SendDatagram {
+                to: self.peer,
+                payload,
+            });
+        }
+    }
+
+    /// Whether more is held back than the outbound bound allows: the peer
+    /// is a slow consumer (it neither proves its address nor sends enough
+    /// to earn what it is owed). Tells the inbox what is owed.
+    fn over_bound(&self) -> bool {
+        let (frames, bytes) = self
+            .unverified
+            .as_ref()
+            .map_or((0, 0), |unverified| unverified.withheld());
+        self.inbox.report_owed(frames, bytes);
+        frames > self.config.outbound_queue || bytes > self.config.outbound_bytes
     }
 
     fn receive(&mut self, datagram: Bytes) {
@@ -222,6 +316,13 @@ impl<P: Protocol> Actor for UdpPeer<P> {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.inbox.set_wake(ctx.address().recipient());
+        if let Some(unverified) = &mut self.unverified {
+            // The challenge goes first, so that the least a peer may be
+            // sent is what it needs to prove its address.
+            let mut line = unverified.token.to_vec();
+            line.push(b'\n');
+            unverified.withhold(Bytes::from(line));
+        }
         self.engine.opened();
         self.apply(ctx);
         self.schedule_idle_check(ctx);
@@ -237,6 +338,7 @@ impl<P: Protocol> Actor for UdpPeer<P> {
         self.router.do_send(PeerGone {
             peer: self.peer,
             session: self.id,
+            end: PeerEnd::Stopped,
         });
     }
 }
@@ -244,11 +346,32 @@ impl<P: Protocol> Actor for UdpPeer<P> {
 impl<P: Protocol> Handler<Receive> for UdpPeer<P> {
     type Result = ();
 
-    fn handle(&mut self, Receive(datagram): Receive, ctx: &mut Self::Context) {
+    fn handle(&mut self, receive: Receive, ctx: &mut Self::Context) {
+        let datagram = match receive {
+            Receive::Datagram(datagram) => datagram,
+            Receive::Retire => return ctx.stop(),
+        };
         if self.stop_reason.is_some() || self.engine.is_closing() {
-            return;
+            // Sent after this session's end began (a `/quit`, then another
+            // line): it belongs to the address's next session.
+            return self.router.do_send(PeerGone {
+                peer: self.peer,
+                session: self.id,
+                end: PeerEnd::Unhandled(datagram),
+            });
         }
         self.last_inbound = Instant::now();
+        if let Some(unverified) = &mut self.unverified {
+            unverified.received += datagram.len();
+            if strip_terminator(datagram.clone()) == unverified.token {
+                debug!("udp session {} ({}) proved its address", self.id, self.peer);
+                let withheld = std::mem::take(&mut unverified.withheld);
+                self.unverified = None;
+                withheld.into_iter().for_each(|payload| self.send(payload));
+                return self.apply(ctx);
+            }
+            self.release_withheld();
+        }
         if self.held.len() < MAX_HELD_DATAGRAMS {
             self.held.push_back(datagram);
         }
@@ -268,6 +391,63 @@ impl<P: Protocol> Handler<TakeInbox> for UdpPeer<P> {
     }
 }
 
+/// What a peer that has not proved its address is owed, and what it has
+/// earned (RFC 9000 §8.1).
+struct Unverified {
+    /// `TOKEN <digits>`: the line that proves the address when echoed.
+    token: Bytes,
+    /// Bytes received from the address.
+    received: usize,
+    /// Bytes sent to it.
+    sent: usize,
+    /// Datagrams held back by the limit, oldest first.
+    withheld: VecDeque<Bytes>,
+    withheld_bytes: usize,
+}
+
+impl Unverified {
+    fn new() -> Self {
+        // Without the system's randomness the token is only as good as the
+        // time: still far from guessable by an attacker who cannot see it.
+        let random = getrandom::u64().unwrap_or_else(|_| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            now.as_nanos() as u64
+        });
+        let digits = TOKEN_DIGITS;
+        let token = format!("TOKEN {:0digits$x}", random & ((1 << (4 * digits)) - 1));
+        Unverified {
+            token: Bytes::from(token),
+            received: 0,
+            sent: 0,
+            withheld: VecDeque::new(),
+            withheld_bytes: 0,
+        }
+    }
+
+    fn withhold(&mut self, payload: Bytes) {
+        self.withheld_bytes += payload.len();
+        self.withheld.push_back(payload);
+    }
+
+    /// The oldest datagram held back, if the limit now allows it.
+    fn next_allowed(&mut self) -> Option<Bytes> {
+        let next = self.withheld.front()?.len();
+        if self.sent + next > AMPLIFICATION_LIMIT * self.received {
+            return None;
+        }
+        self.sent += next;
+        self.withheld_bytes -= next;
+        self.withheld.pop_front()
+    }
+
+    /// Datagrams and bytes held back.
+    fn withheld(&self) -> (usize, usize) {
+        (self.withheld.len(), self.withheld_bytes)
+    }
+}
+
 /// The line a datagram holds: one trailing `\n` or `\r\n` is optional and
 /// removed; anything else, an embedded `\n` included, is left for the
 /// protocol to refuse.
@@ -284,6 +464,30 @@ fn strip_terminator(mut datagram: Bytes) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unproved_address_is_sent_at_most_three_times_what_it_sent() {
+        let mut unverified = Unverified::new();
+        assert_eq!(unverified.token.len(), "TOKEN ".len() + TOKEN_DIGITS);
+        for line in ["0123456789\n", "abcdefghi\n", "x\n"] {
+            unverified.withhold(Bytes::from_static(line.as_bytes()));
+        }
+        assert_eq!(unverified.next_allowed(), None, "nothing received yet");
+        unverified.received = 4; // 12 bytes allowed
+        assert_eq!(
+            unverified.next_allowed().as_deref(),
+            Some(&b"0123456789\n"[..])
+        );
+        assert_eq!(unverified.next_allowed(), None, "11 + 10 > 12");
+        assert_eq!(unverified.withheld(), (2, 12));
+        unverified.received = 7; // 21 allowed: the next, in order
+        assert_eq!(
+            unverified.next_allowed().as_deref(),
+            Some(&b"abcdefghi\n"[..])
+        );
+        assert_eq!(unverified.next_allowed(), None, "21 + 2 > 21");
+        assert_eq!(unverified.withheld(), (1, 2));
+    }
 
     #[test]
     fn one_trailing_terminator_is_optional() {
