@@ -65,16 +65,22 @@ impl UdpPeer {
     #[track_caller]
     fn join_as(&self, nick: &str) -> u64 {
         self.send(format!("/nick {nick}").as_bytes());
+        let id = self.prove_and_welcome();
+        self.expect(&format!("NICK guest{id} {nick}"));
+        id
+    }
+
+    /// Reads the token, echoes it, and reads `WELCOME`: returns the id.
+    #[track_caller]
+    fn prove_and_welcome(&self) -> u64 {
         let token = self.token();
         self.send(token.as_bytes());
         let welcome = self.line();
-        let id: u64 = welcome
+        welcome
             .strip_prefix("WELCOME ")
             .and_then(|rest| rest.split(' ').next())
             .and_then(|id| id.parse().ok())
-            .unwrap_or_else(|| panic!("expected WELCOME, got {welcome:?}"));
-        self.expect(&format!("NICK guest{id} {nick}"));
-        id
+            .unwrap_or_else(|| panic!("expected WELCOME, got {welcome:?}"))
     }
 }
 
@@ -239,14 +245,7 @@ fn a_datagram_after_quit_starts_a_new_session() {
     udp.send(b"/quit");
     udp.send(b"/nick again");
     udp.expect("BYE");
-    let token = udp.token();
-    udp.send(token.as_bytes());
-    let welcome = udp.line();
-    let second: u64 = welcome
-        .strip_prefix("WELCOME ")
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("expected WELCOME, got {welcome:?}"));
+    let second = udp.prove_and_welcome();
     assert!(second > first, "a new session: {second} after {first}");
     udp.expect(&format!("NICK guest{second} again"));
 }
