@@ -12,6 +12,7 @@
 //! and the report gives per-target medians and switchboard/baseline ratios.
 
 mod affinity;
+mod chaos;
 mod net;
 mod procfs;
 mod progress;
@@ -55,6 +56,8 @@ enum Command {
     Churn(scenarios::churn::ChurnArgs),
     /// Non-reading members in a flooded room: bounded memory, slow-consumer drops
     Slow(scenarios::slow::SlowArgs),
+    /// Members chatting while faulty peers and UDP sources misbehave: every promise checked
+    Chaos(scenarios::chaos::ChaosArgs),
     /// (internal) one generator process of `idle --procs P`
     #[command(hide = true)]
     IdleWorker(scenarios::idle::WorkerArgs),
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Command::Churn(args) => Box::new(args),
         Command::Slow(args) => Box::new(args),
         Command::IdleWorker(args) => return scenarios::idle::worker_main(args),
+        Command::Chaos(args) => return scenarios::chaos::main(args),
     };
     let common = scenario.common();
     let pinning =

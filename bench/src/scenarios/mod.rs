@@ -1,6 +1,7 @@
 //! The load scenarios. Each one drives a freshly started server and returns
 //! its figures and checks as an [`Outcome`].
 
+pub mod chaos;
 pub mod churn;
 pub mod echo;
 pub mod fanout;
