@@ -22,7 +22,10 @@ pub struct SpoofResult {
     pub sent_bytes: u64,
     pub received: u64,
     pub received_bytes: u64,
-    /// `WELCOME` datagrams: sessions the server opened for this address.
+    /// `TOKEN` datagrams: sessions the server started for this address
+    /// (the first line of each, SPEC §6).
+    pub tokens: u64,
+    /// `WELCOME` datagrams.
     pub welcomes: u64,
     /// `ERR server-full` datagrams.
     pub refusals: u64,
@@ -116,7 +119,9 @@ pub async fn spoof(
                 Ok((n, _)) => {
                     result.received += 1;
                     result.received_bytes += n as u64;
-                    if buf[..n].starts_with(b"WELCOME ") {
+                    if buf[..n].starts_with(b"TOKEN ") {
+                        result.tokens += 1;
+                    } else if buf[..n].starts_with(b"WELCOME ") {
                         result.welcomes += 1;
                     } else if buf[..n].starts_with(b"ERR server-full") {
                         result.refusals += 1;
