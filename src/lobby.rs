@@ -284,10 +284,7 @@ impl Lobby {
             Command::Nick(new) => {
                 match guest_number(new) {
                     Some(id) if id > self.shared.ids.last_issued() => {
-                        return Err(Rejection::new(
-                            ErrorCode::BadName,
-                            "guest<number> nicks are reserved for new sessions",
-                        ));
+                        return Err(reserved_guest_nick());
                     }
                     Some(id) if id != cx.id() => {
                         // Taken while session `id` still goes by it.
@@ -409,13 +406,23 @@ impl Lobby {
         found: Option<Peer>,
     ) {
         match pending {
-            Some(Pending::GuestNick(command)) => match (found, &command) {
-                (Some(_), Command::Nick(new)) => {
-                    let message = format!("{new} is already taken");
-                    Self::reject(cx, &Rejection::new(ErrorCode::NickTaken, message));
+            Some(Pending::GuestNick(command)) => {
+                let Command::Nick(new) = &command else {
+                    return;
+                };
+                match found {
+                    Some(owner) if owner.name.eq_ignore_ascii_case(new) => {
+                        let message = format!("{new} is already taken");
+                        Self::reject(cx, &Rejection::new(ErrorCode::NickTaken, message));
+                    }
+                    // Its owner goes by another name: the directory decides.
+                    Some(_) => self.rename(cx, command),
+                    // Its owner has left, or has not started yet (its id is
+                    // drawn before it registers): only a guest nick that no
+                    // `WELCOME` can still give is free.
+                    None => Self::reject(cx, &reserved_guest_nick()),
                 }
-                _ => self.rename(cx, command),
-            },
+            }
             Some(Pending::PrivMsg {
                 to,
                 text,
@@ -464,6 +471,13 @@ impl Lobby {
             },
         );
     }
+}
+
+fn reserved_guest_nick() -> Rejection {
+    Rejection::new(
+        ErrorCode::BadName,
+        "guest<number> is reserved for the session with that id",
+    )
 }
 
 fn not_in_room() -> Rejection {
@@ -586,9 +600,8 @@ impl Protocol for Lobby {
             Answer::Found(peer) => {
                 let found = peer.filter(|peer| match &pending {
                     Some(Pending::PrivMsg { to, .. }) => peer.name.eq_ignore_ascii_case(to),
-                    Some(Pending::GuestNick(Command::Nick(new))) => {
-                        peer.name.eq_ignore_ascii_case(new)
-                    }
+                    // Whatever it goes by now: see `found`.
+                    Some(Pending::GuestNick(_)) => true,
                     _ => false,
                 });
                 return self.found(cx, pending, found);

@@ -219,13 +219,31 @@ fn a_guest_nick_given_up_is_free_and_msg_reaches_its_new_owner() {
     first.send(&format!("/msg {guest} hi"));
     first.expect(&format!("PRIVMSG alice {guest} hi"));
     second.expect(&format!("PRIVMSG alice {guest} hi"));
-    // Once its owner leaves, a departed guest's nick is free again.
+    // Once the one who took it leaves, it is free again: its first owner
+    // still goes by another name.
     drop(second);
     let mut third = server.client();
     let taken = loop_until_not_taken(&mut third, &guest);
-    assert!(taken, "{guest} never became free after its owner left");
+    assert!(taken, "{guest} never became free after its holder left");
     third.send("/msg alice hello");
     first.expect(&format!("PRIVMSG {guest} alice hello"));
+}
+
+#[test]
+fn the_guest_nick_of_a_session_that_left_stays_reserved() {
+    let server = Server::start(&[]);
+    let mut watcher = server.named("watcher");
+    watcher.join_alone("r");
+    let mut leaver = server.client();
+    let guest = leaver.nick.clone();
+    leaver.join_with("r", &mut watcher);
+    leaver.send("/quit");
+    leaver.expect("BYE");
+    watcher.expect(&format!("QUIT r {guest} quit"));
+    // Gone, or not started yet: a claim cannot tell, so none is allowed.
+    let mut client = server.client();
+    client.send(&format!("/nick {guest}"));
+    client.expect_err("bad-name");
 }
 
 /// Asks for `nick` until the server stops saying `nick-taken` (the departed
