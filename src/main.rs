@@ -48,10 +48,10 @@ struct Args {
     /// Members per room
     #[arg(long, default_value_t = config::DEFAULT_ROOM_CAPACITY)]
     room_capacity: usize,
-    /// Frames queued to one peer before it counts as a slow consumer
+    /// Lines owed to one peer whose socket is full before it counts as a slow consumer
     #[arg(long, default_value_t = config::DEFAULT_OUTBOUND_QUEUE)]
     outbound_queue: usize,
-    /// Bytes queued to one peer before it counts as a slow consumer
+    /// Bytes owed to one peer whose socket is full before it counts as a slow consumer
     #[arg(long, default_value_t = config::DEFAULT_OUTBOUND_BYTES)]
     outbound_bytes: usize,
     /// Sessions from one IP address beyond this are refused (0 = no limit)

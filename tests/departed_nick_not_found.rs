@@ -50,7 +50,7 @@ fn nicks_of_sessions_dropped_mid_rename_are_free_again() {
 /// consumers; then no nick they had or were taking is found, and every one
 /// of them can be taken.
 fn drop_victims_mid_rename_then_look_their_nicks_up() {
-    let server = Server::start(&["--threads", "8", "--outbound-queue", "256"]);
+    let server = Server::start(&["--threads", "8", "--outbound-queue", "2"]);
 
     // The observer reads everything said in the room, on a thread of its
     // own, and hands each line over; `/ping stop` ends it.

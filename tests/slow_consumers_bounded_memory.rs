@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 use common::{Client, Server};
 
 const NON_READERS: usize = 100;
-/// Frames a session may owe, counted as they are sent: above the hundred
-/// `QUIT` lines the flooder gets in a burst as the non-readers are dropped,
-/// plus its own echoes in flight.
-const OUTBOUND_QUEUE: usize = 256;
+const OUTBOUND_QUEUE: usize = 64;
 const LINE_BYTES: usize = 1000;
 /// Lines the flooder sends per write, and how far it may run ahead of its own
 /// echoes, so its own queue stays far below the limit.

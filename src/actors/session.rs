@@ -125,11 +125,13 @@ impl<P: Protocol> Session<P> {
 
     /// Whether more is waiting for the full socket than the outbound bound
     /// allows (frames or bytes): the peer is a slow consumer. Tells the inbox
-    /// what is waiting, so senders see the bound too.
+    /// what is waiting for the full socket, so senders hold the session to
+    /// its bound too.
     fn over_bound(&mut self) -> bool {
         let (frames, bytes) = (self.config.outbound_queue, self.config.outbound_bytes);
         let outbound = self.engine.outbound();
-        self.inbox.report_owed(outbound.len(), outbound.bytes());
+        self.inbox
+            .report_owed(outbound.len(), outbound.bytes(), true);
         outbound.exceeds(frames, bytes)
     }
 
@@ -208,7 +210,7 @@ impl<P: Protocol> Session<P> {
         };
         match self.engine.outbound().write_now(writer) {
             Ok(()) => {
-                self.inbox.report_owed(0, 0);
+                self.inbox.report_owed(0, 0, false);
                 if let Some(reason) = self.closing {
                     self.finish_close(reason, ctx);
                 }

@@ -265,7 +265,7 @@ impl<P: Protocol> UdpPeer<P> {
             .unverified
             .as_ref()
             .map_or((0, 0), |unverified| unverified.withheld());
-        self.inbox.report_owed(frames, bytes);
+        self.inbox.report_owed(frames, bytes, frames > 0);
         frames > self.config.outbound_queue || bytes > self.config.outbound_bytes
     }
 
