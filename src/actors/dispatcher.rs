@@ -12,6 +12,8 @@
 //! thread `id % threads`) and how shutdown reaches every session.
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::prelude::*;
 use foldhash::HashMap;
@@ -32,6 +34,53 @@ pub(crate) struct Deliver {
     pub event: Option<SharedEvent>,
     pub remove: Option<SessionId>,
     pub answer: Option<(SessionId, RequestId, Response)>,
+    /// For a step that crosses threads: its answer, given by whichever
+    /// thread applies the step last.
+    pub applied: Option<Arc<Applied>>,
+}
+
+/// One room step sent to several threads, and its answer, which the last
+/// thread to apply the step hands to the requester. A session's request
+/// credit thus comes back only once every member's thread has the
+/// request's events: a sender can never run ahead of the slowest thread by
+/// more than its credit, so room traffic does not pile up between threads.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    requester: SessionId,
+    /// Threads yet to apply the step.
+    remaining: AtomicUsize,
+    /// The answer, and the requester's handle once its thread has applied
+    /// the step (it is gone if its thread finds no such session).
+    answer: Mutex<(Option<SessionHandle>, Option<(RequestId, Response)>)>,
+}
+
+impl Applied {
+    pub(crate) fn new(
+        threads: usize,
+        requester: SessionId,
+        request: RequestId,
+        response: Response,
+    ) -> Self {
+        Applied {
+            requester,
+            remaining: AtomicUsize::new(threads),
+            answer: Mutex::new((None, Some((request, response)))),
+        }
+    }
+
+    /// One thread has applied the step; `requester` is the requester's
+    /// handle if it lives on that thread.
+    fn arrive(&self, requester: Option<&SessionHandle>) {
+        let mut answer = self.answer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = requester {
+            answer.0 = Some(handle.clone());
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+            && let (Some(handle), Some((request, response))) = (answer.0.take(), answer.1.take())
+        {
+            handle.answer(request, response);
+        }
+    }
 }
 
 /// Take the room traffic other threads queued for this one (see
@@ -126,6 +175,7 @@ impl LocalSessions {
             event,
             remove,
             mut answer,
+            applied,
         } = deliver;
         if let Some(room) = room {
             if let Some(id) = add
@@ -157,6 +207,9 @@ impl LocalSessions {
             && let Some(handle) = self.sessions.get(&id)
         {
             handle.answer(request, response);
+        }
+        if let Some(applied) = applied {
+            applied.arrive(self.sessions.get(&applied.requester));
         }
     }
 }

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use foldhash::HashMap;
 
-use super::dispatcher::Deliver;
+use super::dispatcher::{Applied, Deliver};
 use super::room_index::RoomSize;
 use crate::event::SharedEvent;
 use crate::handle::{RequestId, SessionId};
@@ -512,6 +512,7 @@ fn sequence_in(room: &RoomName, state: &Room, step: Step, local: &Local) {
     // queued, so nothing the session sends next can overtake them.
     let requester_thread = step.answer.as_ref().map(|(r, _)| r.thread);
     let threads = (0..local.threads()).filter(|&t| Some(t) != requester_thread);
+    let mut delivers = Vec::new();
     for thread in threads.chain(requester_thread) {
         let concerned = |who: Option<(SessionId, usize)>| who.is_some_and(|(_, t)| t == thread);
         let answer = step.answer.as_ref().filter(|(r, _)| r.thread == thread);
@@ -525,7 +526,27 @@ fn sequence_in(room: &RoomName, state: &Room, step: Step, local: &Local) {
             event: step.event.clone(),
             remove: step.remove.filter(|&(_, t)| t == thread).map(|(id, _)| id),
             answer: answer.map(|(r, response)| (r.id, r.request, response.clone())),
+            applied: None,
         };
+        delivers.push((thread, deliver));
+    }
+    // Across threads, the answer waits for every one of them (see
+    // `Applied`); on one thread it travels with the step.
+    if delivers.len() > 1
+        && let Some((requester, response)) = step.answer
+    {
+        let applied = Arc::new(Applied::new(
+            delivers.len(),
+            requester.id,
+            requester.request,
+            response,
+        ));
+        for (_, deliver) in &mut delivers {
+            deliver.answer = None;
+            deliver.applied = Some(applied.clone());
+        }
+    }
+    for (thread, deliver) in delivers {
         local.deliver(thread, deliver);
     }
 }
