@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server};
+use common::{Client, Server, rss_bytes};
 
 const NON_READERS: usize = 100;
 const OUTBOUND_QUEUE: usize = 64;
@@ -25,17 +25,6 @@ const MAX_LINES: usize = 40_000;
 const FLOOD_TIME: Duration = Duration::from_secs(90);
 /// Allocator and runtime noise allowed on top of the queues' own bound.
 const SLACK_BYTES: u64 = 8 << 20;
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("VmRSS line");
-    kib * 1024
-}
 
 #[test]
 fn non_reading_members_are_dropped_and_memory_stays_within_their_queues() {

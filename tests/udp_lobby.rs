@@ -249,3 +249,64 @@ fn a_datagram_after_quit_starts_a_new_session() {
     assert!(second > first, "a new session: {second} after {first}");
     udp.expect(&format!("NICK guest{second} again"));
 }
+
+#[test]
+fn udp_members_that_never_read_cost_the_server_bounded_memory() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const UDP_MEMBERS: usize = 100;
+    const LINES: usize = 3_000;
+    const WINDOW: usize = 32;
+    /// The endpoint's queue (4,096 datagrams of about 1 KiB here), the
+    /// members' inboxes, and allocator noise.
+    const BOUND: u64 = 48 << 20;
+    let server = Server::start(&["--udp-bind", "127.0.0.1:0", "--room-capacity", "200"]);
+    let mut flooder = server.named("flooder");
+    flooder.join_alone("flood");
+    let members: Vec<UdpPeer> = (0..UDP_MEMBERS)
+        .map(|k| {
+            let member = UdpPeer::new(server.listener_addr("udp"));
+            let nick = format!("u{k}");
+            member.join_as(&nick);
+            member.send(b"/join flood");
+            member.expect(&format!("JOIN flood {nick}"));
+            let _who = member.line();
+            flooder.expect(&format!("JOIN flood {nick}"));
+            member
+        })
+        .collect();
+    // From now on no member reads: the kernel drops what does not fit.
+    let baseline = common::rss_bytes(server.pid());
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling, pid) = (peak.clone(), sampling.clone(), server.pid());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(common::rss_bytes(pid), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let text = "x".repeat(1000);
+    let echo = format!("MSG flood flooder {text}");
+    for sent in 0..LINES {
+        flooder.send(&text);
+        if sent >= WINDOW {
+            flooder.expect(&echo);
+        }
+    }
+    for _ in 0..WINDOW {
+        flooder.expect(&echo);
+    }
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
+    eprintln!("{LINES} lines to {UDP_MEMBERS} udp members: peak RSS growth {growth} bytes");
+    assert!(growth <= BOUND, "server RSS grew {growth} bytes, more than {BOUND}");
+    flooder.send("/who");
+    let who = flooder.line();
+    assert_eq!(who.split(' ').count(), 3 + UDP_MEMBERS, "{who:.80}");
+    drop(members);
+}

@@ -18,6 +18,11 @@ use tokio::net::UdpSocket;
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
 
+/// Datagrams waiting to be sent that an endpoint's mailbox holds; senders
+/// that use `try_send` drop what is beyond, as a full network would (at most
+/// 4,096 × 64 KiB; lobby lines are far shorter).
+pub const ENDPOINT_MAILBOX: usize = 4096;
+
 /// A datagram the endpoint received, reported to its hub.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
 #[rtype(result = "()")]
@@ -65,6 +70,7 @@ impl Actor for UdpEndpoint {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(ENDPOINT_MAILBOX);
         match self.socket.local_addr() {
             Ok(addr) => info!("listening on {addr} ({})", self.label),
             Err(_) => info!("listening ({})", self.label),

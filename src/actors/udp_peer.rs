@@ -179,9 +179,10 @@ impl<P: Protocol> UdpPeer<P> {
             session: self.id,
             end: PeerEnd::Ending(ctx.address().recipient()),
         };
-        if self.router.try_send(ending).is_err() {
+        if !self.router.connected() {
             return ctx.stop();
         }
+        self.router.do_send(ending);
         ctx.run_later(self.config.flush_timeout, |_, ctx| ctx.stop());
     }
 
@@ -237,11 +238,12 @@ impl<P: Protocol> UdpPeer<P> {
                 unverified.withhold(payload);
                 self.release_withheld();
             }
-            None => self.endpoint.do_send(SendDatagram {
-                to: self.peer,
-                payload,
-            }),
+            None => self.transmit(payload),
         }
+    }
+
+    fn transmit(&self, payload: Bytes) {
+        transmit(&self.endpoint, self.peer, payload);
     }
 
     /// Sends what the amplification limit now allows of what it held back.
@@ -250,10 +252,7 @@ impl<P: Protocol> UdpPeer<P> {
             return;
         };
         while let Some(payload) = unverified.next_allowed() {
-            self.endpoint.do_send(SendDatagram {
-                to: self.peer,
-                payload,
-            });
+            transmit(&self.endpoint, self.peer, payload);
         }
     }
 
@@ -388,6 +387,15 @@ impl<P: Protocol> Handler<TakeInbox> for UdpPeer<P> {
             self.engine.deliver(deliveries);
             self.apply(ctx);
         }
+    }
+}
+
+/// Hands `payload` to the endpoint, or drops it when the endpoint's mailbox
+/// is full: the server sends no faster than its socket, as UDP may drop any
+/// datagram, and memory does not grow with what it cannot send.
+fn transmit(endpoint: &Addr<UdpEndpoint>, to: SocketAddr, payload: Bytes) {
+    if endpoint.try_send(SendDatagram { to, payload }).is_err() {
+        debug!("datagram to {to} dropped: the socket is behind");
     }
 }
 

@@ -118,10 +118,12 @@ impl UdpSessions {
         self.refused += 1;
         let within_amplification = AMPLIFICATION_LIMIT * received >= self.refusal.len();
         if within_amplification && self.refusals.try_take(Instant::now()) {
-            self.endpoint.do_send(SendDatagram {
+            let refusal = SendDatagram {
                 to,
                 payload: self.refusal.clone(),
-            });
+            };
+            // A full endpoint drops refusals first.
+            let _ = self.endpoint.try_send(refusal);
         }
     }
 }

@@ -194,6 +194,19 @@ impl Drop for Server {
     }
 }
 
+/// The resident memory of process `pid`, in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS line");
+    kib * 1024
+}
+
+
 /// `target/<profile>/examples/<name>`, next to this test's `deps` directory.
 ///
 /// A plain `cargo test` builds the examples before running tests, but
