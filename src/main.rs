@@ -51,9 +51,10 @@ struct Args {
     /// Lines owed to one peer whose socket is full before it counts as a slow consumer
     #[arg(long, default_value_t = config::DEFAULT_OUTBOUND_QUEUE)]
     outbound_queue: usize,
-    /// Bytes owed to one peer whose socket is full before it counts as a slow consumer
-    #[arg(long, default_value_t = config::DEFAULT_OUTBOUND_BYTES)]
-    outbound_bytes: usize,
+    /// Bytes owed to one peer whose socket is full before it counts as a slow
+    /// consumer [default: 1048576, or twice --max-line if that is more]
+    #[arg(long)]
+    outbound_bytes: Option<usize>,
     /// Sessions from one IP address beyond this are refused (0 = no limit)
     #[arg(long, default_value_t = 0)]
     max_per_ip: usize,
@@ -83,7 +84,11 @@ impl Args {
             heartbeat: Duration::from_secs(self.heartbeat),
             room_capacity: self.room_capacity,
             outbound_queue: self.outbound_queue,
-            outbound_bytes: self.outbound_bytes,
+            // Room for a couple of the longest lines, so raising --max-line
+            // alone never makes the default refuse.
+            outbound_bytes: self
+                .outbound_bytes
+                .unwrap_or(config::DEFAULT_OUTBOUND_BYTES.max(self.max_line.saturating_mul(2))),
             max_per_ip: (self.max_per_ip > 0).then_some(self.max_per_ip),
             max_msgs_per_sec: NonZeroU32::new(self.max_msgs_per_sec),
             max_udp_sessions: self.max_udp_sessions,
@@ -185,9 +190,9 @@ async fn serve(args: Args, lobby: LobbyConfig) -> ExitCode {
         }
         if args.max_per_ip == 0 {
             log::warn!(
-                "udp source addresses can be forged: one host may hold up to \
-                 --max-udp-sessions ({}) sessions; set --max-per-ip",
-                args.max_udp_sessions
+                "udp source addresses can be forged: one host may hold up to {} \
+                 sessions; set --max-per-ip",
+                args.max_udp_sessions.min(args.max_connections)
             );
         }
     }

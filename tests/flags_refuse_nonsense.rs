@@ -1,7 +1,11 @@
 //! Every flag refuses nonsense at start: one line on stderr naming the flag
 //! and its range, and exit status 2, before anything is bound.
 
+mod common;
+
 use std::process::Command;
+
+use common::Server;
 
 /// Runs the binary with `args`; asserts exit status 2 and returns stderr.
 fn refused_with_status_2(args: &[&str]) -> String {
@@ -72,4 +76,14 @@ fn a_value_that_is_not_a_number_is_refused_by_the_parser() {
         first.contains("'many'") && first.contains("--room-capacity"),
         "{stderr:?}"
     );
+}
+
+#[test]
+fn the_largest_max_line_alone_is_accepted() {
+    // Its outbound byte bound follows it: no flag the user did not pass is
+    // named in a refusal.
+    let server = Server::start(&["--max-line", "1048576"]);
+    let mut client = server.client();
+    client.send(&format!("/ping {}", "x".repeat(100_000)));
+    client.expect(&format!("PONG {}", "x".repeat(100_000)));
 }

@@ -49,9 +49,16 @@ pub(crate) struct Applied {
     requester: SessionId,
     /// Threads yet to apply the step.
     remaining: AtomicUsize,
-    /// The answer, and the requester's handle once its thread has applied
-    /// the step (it is gone if its thread finds no such session).
-    answer: Mutex<(Option<SessionHandle>, Option<(RequestId, Response)>)>,
+    answer: Mutex<PendingAnswer>,
+}
+
+/// The answer of an [`Applied`] step, until the last thread hands it over.
+#[derive(Debug)]
+struct PendingAnswer {
+    /// The requester, once its thread has applied the step (it is gone if
+    /// its thread finds no such session).
+    requester: Option<SessionHandle>,
+    answer: Option<(RequestId, Response)>,
 }
 
 impl Applied {
@@ -64,19 +71,23 @@ impl Applied {
         Applied {
             requester,
             remaining: AtomicUsize::new(threads),
-            answer: Mutex::new((None, Some((request, response)))),
+            answer: Mutex::new(PendingAnswer {
+                requester: None,
+                answer: Some((request, response)),
+            }),
         }
     }
 
     /// One thread has applied the step; `requester` is the requester's
     /// handle if it lives on that thread.
     fn arrive(&self, requester: Option<&SessionHandle>) {
-        let mut answer = self.answer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.answer.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(handle) = requester {
-            answer.0 = Some(handle.clone());
+            pending.requester = Some(handle.clone());
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
-            && let (Some(handle), Some((request, response))) = (answer.0.take(), answer.1.take())
+            && let (Some(handle), Some((request, response))) =
+                (pending.requester.take(), pending.answer.take())
         {
             handle.answer(request, response);
         }

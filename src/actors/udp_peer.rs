@@ -13,13 +13,15 @@
 //! received from it (QUIC's rule, RFC 9000 §8.1). Its first datagram is
 //! `TOKEN <token>`; a peer proves its address by sending that line back. What
 //! the limit holds back waits, within the outbound bound, for the proof or
-//! for more datagrams.
+//! for more datagrams. The lines of an unproved peer wait too (up to
+//! [`MAX_HELD_DATAGRAMS`]): a forged address cannot join, chat or take a
+//! nick, and it holds its slot for [`HANDSHAKE_TIMEOUT`] at most.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -37,9 +39,14 @@ use crate::local::Local;
 use crate::reason::DisconnectReason;
 use crate::registry::Registry;
 
-/// Datagrams held while the protocol waits for an answer; past this many a
-/// peer's datagrams are dropped, as UDP may drop any datagram.
-const MAX_HELD_DATAGRAMS: usize = 64;
+/// Datagrams held while the protocol waits for an answer or the peer has not
+/// proved its address; past this many a peer's datagrams are dropped, as UDP
+/// may drop any datagram.
+pub const MAX_HELD_DATAGRAMS: usize = 64;
+
+/// How long an address may take to prove itself before its session ends
+/// (as `idle-timeout`): a forged source holds a slot no longer than this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many bytes an address that has not proved itself may be sent per byte
 /// received from it: 3, as RFC 9000 §8.1 allows a QUIC server.
@@ -115,6 +122,8 @@ pub struct UdpPeer<P: Protocol> {
     held: VecDeque<Bytes>,
     /// `Some` until the peer has proved its address.
     unverified: Option<Box<Unverified>>,
+    /// `TOKEN <token>`: proves the address, and is ignored once it has.
+    proof: Bytes,
     stop_reason: Option<DisconnectReason>,
     /// A timer ends the peer should answers owed before its close not come.
     close_armed: bool,
@@ -144,6 +153,7 @@ impl<P: Protocol> UdpPeer<P> {
             bytes: config.outbound_bytes,
         };
         let inbox = Arc::new(Inbox::new(config.wire, bound));
+        let unverified = Box::new(Unverified::new());
         let handle = SessionHandle::new(id, inbox.clone());
         UdpPeer {
             id,
@@ -156,7 +166,8 @@ impl<P: Protocol> UdpPeer<P> {
             last_inbound: Instant::now(),
             rate_limit,
             held: VecDeque::new(),
-            unverified: Some(Box::new(Unverified::new())),
+            proof: unverified.token.clone(),
+            unverified: Some(unverified),
             stop_reason: None,
             close_armed: false,
             _permit: permit,
@@ -220,7 +231,7 @@ impl<P: Protocol> UdpPeer<P> {
                 }
                 return;
             }
-            if self.engine.input_paused() {
+            if self.engine.input_paused() || self.unverified.is_some() {
                 return;
             }
             let Some(datagram) = self.held.pop_front() else {
@@ -325,6 +336,15 @@ impl<P: Protocol> Actor for UdpPeer<P> {
         self.engine.opened();
         self.apply(ctx);
         self.schedule_idle_check(ctx);
+        ctx.run_later(HANDSHAKE_TIMEOUT, |act, ctx| {
+            if act.unverified.is_some() {
+                debug!(
+                    "udp session {} ({}) never proved its address",
+                    act.id, act.peer
+                );
+                act.end(DisconnectReason::IdleTimeout, ctx);
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -360,9 +380,10 @@ impl<P: Protocol> Handler<Receive> for UdpPeer<P> {
             });
         }
         self.last_inbound = Instant::now();
+        let is_proof = strip_terminator(datagram.clone()) == self.proof;
         if let Some(unverified) = &mut self.unverified {
             unverified.received += datagram.len();
-            if strip_terminator(datagram.clone()) == unverified.token {
+            if is_proof {
                 debug!("udp session {} ({}) proved its address", self.id, self.peer);
                 let withheld = std::mem::take(&mut unverified.withheld);
                 self.unverified = None;
@@ -370,6 +391,9 @@ impl<P: Protocol> Handler<Receive> for UdpPeer<P> {
                 return self.apply(ctx);
             }
             self.release_withheld();
+        } else if is_proof {
+            // A retransmitted proof: UDP may deliver a datagram twice.
+            return;
         }
         if self.held.len() < MAX_HELD_DATAGRAMS {
             self.held.push_back(datagram);

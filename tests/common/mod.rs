@@ -206,7 +206,6 @@ pub fn rss_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
-
 /// `target/<profile>/examples/<name>`, next to this test's `deps` directory.
 ///
 /// A plain `cargo test` builds the examples before running tests, but
