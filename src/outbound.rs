@@ -27,8 +27,8 @@ impl Outbound {
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Frames waiting.
+    pub(crate) fn len(&self) -> usize {
         self.frames.len()
     }
 
