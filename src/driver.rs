@@ -893,6 +893,12 @@ impl<P: Protocol> Engine<P> {
         self.driver.local.counters().queued(frames);
     }
 
+    /// Queues `bytes` for the peer at once (a farewell), counted in the
+    /// metrics.
+    pub(crate) fn push_out(&mut self, bytes: Bytes) {
+        self.driver.push_out(bytes);
+    }
+
     /// What the session owes its peer, in order.
     pub(crate) fn outbound(&mut self) -> &mut Outbound {
         &mut self.driver.out

@@ -183,7 +183,7 @@ impl<P: Protocol> Session<P> {
             ctx.cancel_future(reading);
         }
         if let Some(farewell) = farewell {
-            self.engine.outbound().push(farewell);
+            self.engine.push_out(farewell);
         }
         ctx.run_later(self.config.flush_timeout, move |act, ctx| {
             debug!("session {} flush timed out", act.engine.id());

@@ -362,7 +362,8 @@ impl<P: Protocol> WsSession<P> {
         self.move_output();
         if let Some((reason, farewell)) = self.engine.take_close() {
             if let Some(farewell) = farewell.filter(|_| reason.flushes_output()) {
-                self.output.push(Outgoing::Frame(farewell));
+                self.engine.push_out(farewell);
+                self.move_output();
             }
             let close = CloseReason {
                 code: close_code(reason),
