@@ -12,10 +12,14 @@
 //! - `GET /healthz` — `200 ok` while accepting, `503 draining` once a
 //!   shutdown began.
 
+use std::cell::{Cell, RefCell};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use actix_http::{Extensions, HttpService};
@@ -26,6 +30,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{App, HttpRequest, HttpResponse, web};
 use log::debug;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::actors::ws_session::{WsOutput, WsParts, WsSession};
@@ -170,6 +175,106 @@ struct Connection {
     id: SessionId,
     peer: SocketAddr,
     local: Rc<Local>,
+    cut: ConnectionCut,
+}
+
+/// Ends an HTTP connection from outside the HTTP layer: a WebSocket session
+/// that drops its peer (a slow consumer, a flush that timed out) must close
+/// the socket even while the HTTP layer waits for the peer to read.
+#[derive(Clone, Default)]
+pub(crate) struct ConnectionCut(Rc<CutState>);
+
+#[derive(Default)]
+struct CutState {
+    cut: Cell<bool>,
+    /// The tasks waiting on the socket, woken by the cut.
+    read: RefCell<Option<Waker>>,
+    write: RefCell<Option<Waker>>,
+}
+
+impl ConnectionCut {
+    /// From now on every read and write fails: the HTTP layer drops the
+    /// connection.
+    pub(crate) fn cut(&self) {
+        self.0.cut.set(true);
+        for waker in [&self.0.read, &self.0.write] {
+            if let Some(waker) = waker.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// A TCP stream that a [`ConnectionCut`] can end.
+struct CuttableStream {
+    stream: TcpStream,
+    cut: ConnectionCut,
+}
+
+impl CuttableStream {
+    /// Fails once cut; remembers the waker of what is pending.
+    fn guard<T>(
+        &self,
+        waker: &RefCell<Option<Waker>>,
+        cx: &TaskContext<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if self.cut.0.cut.get() {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+        }
+        if poll.is_pending() {
+            let mut slot = waker.borrow_mut();
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
+            }
+        }
+        poll
+    }
+}
+
+impl AsyncRead for CuttableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.guard(&self.cut.0.read, cx, poll)
+    }
+}
+
+impl AsyncWrite for CuttableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.guard(&self.cut.0.write, cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.guard(&self.cut.0.write, cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        self.guard(&self.cut.0.write, cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.guard(&self.cut.0.write, cx, poll)
+    }
 }
 
 /// Serves one HTTP/1 connection, on the thread it was handed to, until it
@@ -181,7 +286,17 @@ pub(crate) async fn serve_connection(
     id: SessionId,
     local: Rc<Local>,
 ) {
-    let connection = Connection { id, peer, local };
+    let cut = ConnectionCut::default();
+    let stream = CuttableStream {
+        stream,
+        cut: cut.clone(),
+    };
+    let connection = Connection {
+        id,
+        peer,
+        local,
+        cut,
+    };
     let data = web::Data::from(state);
     let app = App::new()
         .app_data(data)
@@ -191,7 +306,7 @@ pub(crate) async fn serve_connection(
         .route("/healthz", web::get().to(healthz));
     let service = HttpService::build()
         .client_request_timeout(REQUEST_TIMEOUT)
-        .on_connect_ext(move |_: &TcpStream, extensions: &mut Extensions| {
+        .on_connect_ext(move |_: &CuttableStream, extensions: &mut Extensions| {
             extensions.insert(connection.clone());
         })
         .h1(map_config(app, |()| AppConfig::default()));
@@ -247,7 +362,12 @@ async fn websocket(
     let Some(connection) = req.conn_data::<Connection>().cloned() else {
         return HttpResponse::InternalServerError().finish();
     };
-    let Connection { id, peer, local } = connection;
+    let Connection {
+        id,
+        peer,
+        local,
+        cut,
+    } = connection;
     let unavailable = StatusCode::SERVICE_UNAVAILABLE;
     if state.draining() {
         return refuse(
@@ -305,7 +425,7 @@ async fn websocket(
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
-    let output = WsOutput::default();
+    let output = WsOutput::new(cut);
     let body = BodyStream::new(output.body());
     let parts = WsParts {
         id,

@@ -634,3 +634,54 @@ async fn the_lobby_page_and_health_are_served() {
     let missing = http_get(http, "/nothing", &[]);
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
+
+#[tokio::test]
+async fn healthz_reports_draining_while_a_shutdown_waits_for_a_slow_peer() {
+    let (mut server, http, _) = lobby(&[
+        "--outbound-queue",
+        "100000",
+        "--outbound-bytes",
+        "100000000",
+    ]);
+    let mut flooder = server.named("flooder");
+    flooder.join_alone("den");
+
+    // A member that never reads, with a small window: what it is owed stays
+    // queued, so the shutdown waits (up to its flush timeout) for it.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&http.into()).unwrap();
+    let std_stream: StdTcpStream = socket.into();
+    std_stream.set_nonblocking(true).unwrap();
+    let stream = TcpStream::from_std(std_stream).unwrap();
+    let url = format!("ws://{http}/ws");
+    let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("upgrade");
+    let mut sloth = WsClient::welcomed(stream).await;
+    sloth.send(json!({"cmd": "join", "room": "den"})).await;
+    flooder.expect_prefix("JOIN den guest");
+    let line = "x".repeat(1000);
+    for _ in 0..8000 {
+        flooder.send(&line);
+        flooder.expect(&format!("MSG den flooder {line}"));
+    }
+    assert!(http_get(http, "/healthz", &[]).starts_with("HTTP/1.1 200"));
+    server.signal(libc::SIGTERM);
+    flooder.expect("SHUTDOWN");
+    let health = http_get(http, "/healthz", &[]);
+    assert!(
+        health.starts_with("HTTP/1.1 503") && health.ends_with("draining\n"),
+        "{health}"
+    );
+    let upgrade = tokio_tungstenite::connect_async(format!("ws://{http}/ws")).await;
+    match upgrade {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!(
+            "expected HTTP 503, got {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+    assert!(server.wait_exit(READ_TIMEOUT).success());
+    drop(sloth);
+}

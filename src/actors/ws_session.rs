@@ -40,6 +40,7 @@ use crate::config::SessionConfig;
 use crate::drain::DrainGuard;
 use crate::driver::{Engine, Protocol};
 use crate::handle::{Inbox, SessionHandle, SessionId, TakeInbox};
+use crate::http::ConnectionCut;
 use crate::limiter::ConnectionPermit;
 use crate::local::Local;
 use crate::metrics::Transport;
@@ -117,11 +118,16 @@ struct Shared {
     drained: Option<oneshot::Sender<()>>,
 }
 
-/// The queue between a session and its HTTP response body.
-#[derive(Clone, Default)]
-pub(crate) struct WsOutput(Rc<RefCell<Shared>>);
+/// The queue between a session and its HTTP response body, and the way to
+/// end the connection under both.
+#[derive(Clone)]
+pub(crate) struct WsOutput(Rc<RefCell<Shared>>, ConnectionCut);
 
 impl WsOutput {
+    pub(crate) fn new(cut: ConnectionCut) -> Self {
+        WsOutput(Rc::default(), cut)
+    }
+
     fn push(&self, outgoing: Outgoing) {
         let mut shared = self.0.borrow_mut();
         if shared.finished || shared.aborted {
@@ -159,8 +165,8 @@ impl WsOutput {
         drained
     }
 
-    /// Drops what is queued and ends the body: the connection closes
-    /// without a close frame.
+    /// Drops what is queued and closes the connection without a close
+    /// frame, even if the peer is not reading.
     fn abort(&self) {
         let mut shared = self.0.borrow_mut();
         shared.aborted = true;
@@ -169,6 +175,8 @@ impl WsOutput {
         if let Some(waker) = shared.waker.take() {
             waker.wake();
         }
+        drop(shared);
+        self.1.cut();
     }
 
     /// The response body that carries this queue to the peer.
@@ -421,7 +429,11 @@ impl<P: Protocol> WsSession<P> {
         };
         let drained = self.output.finish(close);
         let flushed = tokio::time::timeout(self.config.flush_timeout, drained);
-        ctx.spawn(flushed.into_actor(self).map(move |_, act, ctx| {
+        ctx.spawn(flushed.into_actor(self).map(move |flushed, act, ctx| {
+            if flushed.is_err() {
+                // The peer did not take what it was owed in time.
+                act.output.abort();
+            }
             // The permit goes before the connection closes, so a peer that
             // sees the close can connect again at once.
             act.permit.take();
