@@ -25,14 +25,14 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser, ProtocolError};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream};
 use bytes::{Bytes, BytesMut};
-use futures::Stream;
 use futures::channel::oneshot;
+use futures::{Future, Stream};
 use log::debug;
 
 use super::session::{Gate, TokenBucket};
@@ -50,6 +50,15 @@ use crate::registry::Registry;
 /// The most bytes one poll of the response body encodes: large enough to
 /// fill a socket write, small enough to keep the HTTP layer's buffer short.
 const BODY_CHUNK: usize = 64 * 1024;
+
+/// How long queued frames may wait for more to share their write: like
+/// Nagle's algorithm for messages. A busy room's events then reach a member
+/// in one write and one packet instead of one each, which costs the peer
+/// (and the kernel) far less; a lone chat line waits at most this long.
+pub const WRITE_COALESCE: Duration = Duration::from_millis(1);
+
+/// Queued bytes that are written at once, without waiting for more.
+const COALESCE_BYTES: usize = 16 * 1024;
 
 /// How a WebSocket session ended on the wire: the close frame sent or
 /// received, beside the [`DisconnectReason`] that everyone else sees.
@@ -181,19 +190,20 @@ impl WsOutput {
 
     /// The response body that carries this queue to the peer.
     pub(crate) fn body(&self) -> WsBody {
-        WsBody(self.clone())
+        WsBody(self.clone(), None)
     }
 }
 
 /// The body of a `101 Switching Protocols` response: encodes queued frames
 /// as WebSocket frames when the connection can take more.
-pub(crate) struct WsBody(WsOutput);
+pub(crate) struct WsBody(WsOutput, Option<Pin<Box<tokio::time::Sleep>>>);
 
 impl Stream for WsBody {
     type Item = Result<Bytes, std::convert::Infallible>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let mut shared = self.0.0.borrow_mut();
+        let this = self.get_mut();
+        let mut shared = this.0.0.borrow_mut();
         if shared.aborted {
             // The request's input is gone with the session, so the HTTP
             // layer closes the connection once the body ends.
@@ -209,6 +219,21 @@ impl Stream for WsBody {
             shared.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
+        let control = matches!(
+            shared.queue.front(),
+            Some(Outgoing::Ping | Outgoing::Pong(_) | Outgoing::Close(_))
+        );
+        if !shared.finished && !control && shared.bytes < COALESCE_BYTES {
+            let delay = this
+                .1
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_COALESCE)));
+            if delay.as_mut().poll(cx).is_pending() {
+                // Woken by the delay, or by the session when more is queued.
+                shared.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        this.1 = None;
         let mut buf = BytesMut::new();
         while buf.len() < BODY_CHUNK {
             let Some(outgoing) = shared.queue.pop_front() else {
