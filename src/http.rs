@@ -150,21 +150,21 @@ impl HttpState {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+}
 
-    /// Whether a page from `origin` may open a WebSocket on a request sent
-    /// to `host`.
-    fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
-        let origin = origin.trim_end_matches('/');
-        if self.options.allowed_origins.is_empty() {
-            let origin_host = origin
-                .strip_prefix("http://")
-                .or_else(|| origin.strip_prefix("https://"));
-            return matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h));
-        }
-        self.options.allowed_origins.iter().any(|allowed| {
-            allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin)
-        })
+/// Whether a page from `origin` may open a WebSocket on a request sent to
+/// `host`, given the `allowed` origins (empty: the same host only).
+fn origin_allowed(allowed: &[String], origin: &str, host: Option<&str>) -> bool {
+    let origin = origin.trim_end_matches('/');
+    if allowed.is_empty() {
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        return matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h));
     }
+    allowed
+        .iter()
+        .any(|allowed| allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
 /// What the handlers learn of their connection.
@@ -384,7 +384,7 @@ async fn websocket(
             .and_then(|h| h.to_str().ok());
         let allowed = origin
             .to_str()
-            .is_ok_and(|origin| state.origin_allowed(origin, host));
+            .is_ok_and(|origin| origin_allowed(&state.options.allowed_origins, origin, host));
         if !allowed {
             debug!("ws upgrade from {peer}: origin {origin:?} not allowed");
             return refuse(
@@ -449,5 +449,54 @@ fn max_message(config: &SessionConfig) -> usize {
         crate::framing::Framing::Lines { max_line } => max_line,
         crate::framing::Framing::LengthPrefixed { max_frame } => max_frame,
         crate::framing::Framing::Raw => crate::config::DEFAULT_MAX_LINE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_default_to_the_same_host_and_lists_are_exact() {
+        let host = Some("127.0.0.1:8080");
+        assert!(origin_allowed(&[], "http://127.0.0.1:8080", host));
+        assert!(origin_allowed(&[], "https://127.0.0.1:8080/", host));
+        assert!(!origin_allowed(&[], "http://127.0.0.1:9999", host));
+        assert!(!origin_allowed(&[], "http://evil.example", host));
+        assert!(!origin_allowed(&[], "null", host));
+        assert!(!origin_allowed(&[], "http://127.0.0.1:8080", None));
+        let listed = vec!["https://game.example".to_owned()];
+        assert!(origin_allowed(&listed, "https://GAME.example", host));
+        assert!(!origin_allowed(&listed, "http://game.example", host));
+        assert!(!origin_allowed(&listed, "http://127.0.0.1:8080", host));
+        assert!(origin_allowed(&["*".to_owned()], "http://anything", host));
+    }
+
+    #[test]
+    fn allowed_origins_must_be_origins() {
+        let options = |origins: &[&str]| HttpOptions {
+            allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+        };
+        for good in [
+            &["*"][..],
+            &["http://a.example"],
+            &["https://a.example:8443/"],
+            &[],
+        ] {
+            assert_eq!(options(good).validate(), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "a.example",
+            "ftp://a.example",
+            "http://",
+            "http://a/b",
+            "http://a b",
+        ] {
+            assert_eq!(
+                options(&[bad]).validate(),
+                Err(OriginError(bad.to_owned())),
+                "{bad}"
+            );
+        }
     }
 }

@@ -646,3 +646,53 @@ impl<P: Protocol> Handler<TakeInbox> for WsSession<P> {
         self.apply(ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_close_code() {
+        let codes = [
+            (DisconnectReason::Quit, 1000),
+            (DisconnectReason::Closed, 1000),
+            (DisconnectReason::Shutdown, 1001),
+            (DisconnectReason::IdleTimeout, 1008),
+            (DisconnectReason::Kicked, 1008),
+            (DisconnectReason::SlowConsumer, 1013),
+            (DisconnectReason::BadFrame, 1002),
+            (DisconnectReason::Error(std::io::ErrorKind::Other), 1011),
+        ];
+        for (reason, code) in codes {
+            assert_eq!(u16::from(close_code(reason)), code, "{reason}");
+        }
+    }
+
+    #[test]
+    fn the_body_encodes_frames_without_their_newline_and_ends_after_the_close() {
+        let output = WsOutput::new(ConnectionCut::default());
+        let mut body = output.body();
+        output.push(Outgoing::Frame(Bytes::from_static(
+            b"{\"event\":\"bye\"}\n",
+        )));
+        let _drained = output.finish(CloseReason {
+            code: CloseCode::Normal,
+            description: Some("quit".into()),
+        });
+        let waker = futures::task::noop_waker();
+        let mut cx = TaskContext::from_waker(&waker);
+        let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut body).poll_next(&mut cx) else {
+            panic!("a chunk");
+        };
+        let mut expected = vec![0x81, 15];
+        expected.extend_from_slice(b"{\"event\":\"bye\"}");
+        expected.extend_from_slice(&[0x88, 6, 0x03, 0xe8]);
+        expected.extend_from_slice(b"quit");
+        assert_eq!(&chunk[..], &expected[..]);
+        assert!(matches!(
+            Pin::new(&mut body).poll_next(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert_eq!(output.pending(), (0, 0));
+    }
+}
