@@ -266,6 +266,8 @@ impl Drop for WsBody {
         shared.gone = true;
         shared.queue.clear();
         shared.bytes = 0;
+        // A close waiting for the body to take its frame ends now.
+        shared.drained = None;
     }
 }
 
@@ -452,6 +454,10 @@ impl<P: Protocol> WsSession<P> {
             code: Some(u16::from(close.code)),
             description: close.description.clone().unwrap_or_default(),
         };
+        if self.output.is_gone() {
+            // The connection is already gone: nothing to flush.
+            return self.end(end, ctx);
+        }
         let drained = self.output.finish(close);
         let flushed = tokio::time::timeout(self.config.flush_timeout, drained);
         ctx.spawn(flushed.into_actor(self).map(move |flushed, act, ctx| {
