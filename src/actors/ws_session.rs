@@ -408,7 +408,6 @@ impl<P: Protocol> WsSession<P> {
         }
         Gate(self.inbox.clone()).set_paused(self.engine.input_paused());
         if self.closing.is_none() && self.over_bound() {
-            self.engine.note_queued();
             self.end_abruptly(DisconnectReason::SlowConsumer, ctx);
         }
     }
