@@ -31,6 +31,7 @@ use crate::actors::sequencer::{
 use crate::event::{Event, SharedEvent, Wire};
 use crate::handle::{Control, Delivery, RequestId, SessionHandle, SessionId};
 use crate::local::Local;
+use crate::metrics::Transport;
 use crate::outbound::Outbound;
 use crate::reason::DisconnectReason;
 use crate::registry::Registry;
@@ -273,6 +274,8 @@ pub(crate) struct Driver {
     rare: Option<Box<Rare>>,
     /// The protocol asked to close, for this reason: no more input is read.
     closing: Option<DisconnectReason>,
+    /// How the peer is reached, for the metrics.
+    transport: Transport,
 }
 
 impl Driver {
@@ -299,10 +302,16 @@ impl Driver {
             return;
         }
         if self.slots.is_empty() {
-            self.out.push(bytes);
+            self.push_out(bytes);
         } else {
             self.slots.push_back(Slot::Output(bytes));
         }
+    }
+
+    /// Queues `bytes` for the peer now, counted in the metrics.
+    fn push_out(&mut self, bytes: Bytes) {
+        self.local.counters().frame_out(bytes.len());
+        self.out.push(bytes);
     }
 
     fn publish_presence(&self) {
@@ -576,7 +585,7 @@ impl SessionContext<'_> {
         // Once closing, the farewell stays the last thing the peer reads.
         if self.driver.closing.is_none() {
             let bytes = event.bytes(self.driver.wire);
-            self.driver.out.push(bytes);
+            self.driver.push_out(bytes);
         }
     }
 
@@ -701,6 +710,10 @@ impl<P: Protocol> Engine<P> {
         (registry, local): (Registry, Rc<Local>),
     ) -> Self {
         let id = handle.id();
+        let transport = match wire {
+            Wire::Text => Transport::TcpText,
+            Wire::Json => Transport::TcpJson,
+        };
         Engine {
             protocol,
             driver: Driver {
@@ -718,8 +731,16 @@ impl<P: Protocol> Engine<P> {
                 out: Outbound::default(),
                 rare: None,
                 closing: None,
+                transport,
             },
         }
+    }
+
+    /// The same engine, counted in the metrics as a session of `transport`
+    /// (by default TCP, of the text or JSON wire).
+    pub(crate) fn with_transport(mut self, transport: Transport) -> Self {
+        self.driver.transport = transport;
+        self
     }
 
     fn cx(&mut self) -> (&mut P, SessionContext<'_>) {
@@ -737,11 +758,13 @@ impl<P: Protocol> Engine<P> {
         let mut sessions = driver.local.sessions.borrow_mut();
         sessions.register(driver.handle.clone());
         drop(sessions);
+        driver.local.metrics.opened(driver.transport);
         let (protocol, mut cx) = self.cx();
         protocol.opened(&mut cx);
     }
 
     pub(crate) fn frame(&mut self, frame: Bytes) {
+        self.driver.local.counters().frame_in(frame.len());
         let (protocol, mut cx) = self.cx();
         protocol.frame(&mut cx, frame);
     }
@@ -831,7 +854,7 @@ impl<P: Protocol> Engine<P> {
                     let (protocol, mut cx) = self.cx();
                     protocol.answer(&mut cx, answer);
                 }
-                Some(Slot::Output(bytes)) => driver.out.push(bytes),
+                Some(Slot::Output(bytes)) => driver.push_out(bytes),
                 Some(Slot::Close(reason, farewell)) => {
                     // Requests made after the close stay: the end releases
                     // what they were claiming.
@@ -857,6 +880,23 @@ impl<P: Protocol> Engine<P> {
             let (protocol, mut cx) = self.cx();
             protocol.control(&mut cx, control);
         }
+    }
+
+    /// Notes in the metrics how many frames wait for the peer (when the
+    /// transport could not write them all).
+    pub(crate) fn note_queued(&self) {
+        self.note_queued_frames(self.driver.out.len());
+    }
+
+    /// Notes in the metrics that `frames` frames wait for the peer.
+    pub(crate) fn note_queued_frames(&self, frames: usize) {
+        self.driver.local.counters().queued(frames);
+    }
+
+    /// Queues `bytes` for the peer at once (a farewell), counted in the
+    /// metrics.
+    pub(crate) fn push_out(&mut self, bytes: Bytes) {
+        self.driver.push_out(bytes);
     }
 
     /// What the session owes its peer, in order.
@@ -926,6 +966,7 @@ impl<P: Protocol> Engine<P> {
             });
         }
         driver.local.sessions.borrow_mut().unregister(driver.id);
+        driver.local.metrics.closed(driver.transport, reason);
         let closed = ClosedSession {
             id: driver.id,
             name: &driver.name,

@@ -70,6 +70,9 @@
 //! - [`actors::room_index`] — every room and its member count.
 //! - [`actors::udp`], [`actors::udp_sessions`], [`actors::udp_peer`] — UDP:
 //!   one socket, its per-address sessions.
+//! - [`actors::http_listener`], [`actors::ws_session`] — `--http-bind`: HTTP
+//!   connections served on the session threads, WebSocket sessions.
+//! - [`http`] — the HTTP surface: lobby page, `/ws`, `/metrics`, `/healthz`.
 //! - [`driver`] — [`Protocol`], [`SessionContext`], and the engine sessions share.
 //! - [`registry`] — the [`Registry`] handle: routes requests to the actors above.
 //! - [`event`] — [`Event`], [`SharedEvent`], [`Wire`]: typed events rendered
@@ -83,6 +86,7 @@
 //! - [`framing`] — raw chunks, bounded lines or length-prefixed frames.
 //! - [`limiter`] — connection slots, overall and per IP address.
 //! - [`reason`] — [`DisconnectReason`].
+//! - [`metrics`] — [`Metrics`]: counters for `GET /metrics`.
 //! - [`config`] — [`LobbyConfig`], [`SessionConfig`] and the default limits.
 //! - [`server`] — [`Server`]: the pieces wired together, with graceful shutdown.
 //! - [`signal`] — [`shutdown_signal`]: SIGINT or SIGTERM.
@@ -96,9 +100,11 @@ pub mod driver;
 pub mod event;
 pub mod framing;
 pub mod handle;
+pub mod http;
 pub mod limiter;
 pub mod lobby;
 mod local;
+pub mod metrics;
 mod outbound;
 pub mod protocol;
 pub mod reason;
@@ -117,8 +123,10 @@ pub use driver::{ClosedSession, Protocol, REQUEST_CREDIT, SessionContext};
 pub use event::{Event, RawFrame, SharedEvent, Wire};
 pub use framing::{FrameDecoder, FrameError, FrameReader, Framing, Inbound};
 pub use handle::{Control, SessionHandle, SessionId, SessionIds};
+pub use http::HttpOptions;
 pub use limiter::{ConnectionLimiter, ConnectionPermit};
 pub use lobby::{Lobby, LobbyEvent, LobbyLine};
+pub use metrics::Metrics;
 pub use reason::DisconnectReason;
 pub use registry::Registry;
 pub use room::{Answer, Peer, RoomList, RoomName};

@@ -20,6 +20,7 @@ use crate::actors::room_index::RoomIndex;
 use crate::actors::sequencer::{RoomRequest, RoomShard};
 use crate::event::SharedEvent;
 use crate::handle::SessionHandle;
+use crate::metrics::{Metrics, ThreadCounters};
 
 /// One thread's shared state. See the module docs.
 pub(crate) struct Local {
@@ -32,15 +33,20 @@ pub(crate) struct Local {
     index: Addr<RoomIndex>,
     /// Set by the registry, at once for every thread, when shutdown begins.
     shutting_down: Arc<AtomicBool>,
+    /// The server's counters; this thread writes its own block of them.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Local {
     pub(crate) fn new(
         thread: usize,
         room_capacity: usize,
-        links: Arc<[Link]>,
-        index: Addr<RoomIndex>,
-        shutting_down: Arc<AtomicBool>,
+        (links, index, shutting_down, metrics): (
+            Arc<[Link]>,
+            Addr<RoomIndex>,
+            Arc<AtomicBool>,
+            Arc<Metrics>,
+        ),
     ) -> Self {
         Local {
             thread,
@@ -49,7 +55,13 @@ impl Local {
             links,
             index,
             shutting_down,
+            metrics,
         }
+    }
+
+    /// This thread's hot counters.
+    pub(crate) fn counters(&self) -> &ThreadCounters {
+        self.metrics.thread(self.thread)
     }
 
     /// Whether the server's shutdown has begun.
@@ -149,6 +161,14 @@ impl Link {
         if !self.notified.swap(true, Ordering::AcqRel) {
             self.dispatcher.do_send(TakeCrossings);
         }
+    }
+
+    /// How many crossings wait for the thread.
+    pub(crate) fn depth(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Takes every queued crossing. The flag is cleared first, so a crossing

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use switchboard::{LobbyConfig, LobbyServer, config, shutdown_signal};
+use switchboard::{HttpOptions, LobbyConfig, LobbyServer, config, shutdown_signal};
 use tokio::net::{TcpListener, UdpSocket};
 
 /// jemalloc, with a background thread that purges freed pages within a
@@ -70,12 +70,24 @@ struct Args {
     /// UDP sessions at most (they also count toward --max-connections)
     #[arg(long, default_value_t = config::DEFAULT_MAX_UDP_SESSIONS)]
     max_udp_sessions: usize,
+    /// Also serve HTTP on this address: the lobby page, WebSocket at /ws, /metrics, /healthz
+    #[arg(long)]
+    http_bind: Option<SocketAddr>,
+    /// Origins whose pages may open /ws (e.g. https://example.com; `*` for any) [default: the same host]
+    #[arg(long, num_args = 1.., value_name = "ORIGIN")]
+    allowed_origin: Vec<String>,
     /// Threads that sessions, rooms and names are spread over [default: one per core]
     #[arg(long, alias = "session-threads")]
     threads: Option<usize>,
 }
 
 impl Args {
+    fn http_options(&self) -> HttpOptions {
+        HttpOptions {
+            allowed_origins: self.allowed_origin.clone(),
+        }
+    }
+
     fn lobby_config(&self) -> LobbyConfig {
         LobbyConfig {
             max_connections: self.max_connections,
@@ -109,6 +121,10 @@ fn main() -> ExitCode {
     {
         let flag = format!("--{}", field.replace('_', "-"));
         eprintln!("switchboard: {flag} must be between {min} and {max}, not {value}");
+        return ExitCode::from(2);
+    }
+    if let Err(error) = args.http_options().validate() {
+        eprintln!("switchboard: --allowed-origin {error}");
         return ExitCode::from(2);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -194,6 +210,17 @@ async fn serve(args: Args, lobby: LobbyConfig) -> ExitCode {
                  sessions; set --max-per-ip",
                 args.max_udp_sessions.min(args.max_connections)
             );
+        }
+    }
+    if let Some(http_bind) = args.http_bind {
+        let options = args.http_options();
+        let served = match TcpListener::bind(http_bind).await {
+            Ok(socket) => server.serve_http(socket, options),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = served {
+            eprintln!("switchboard: cannot listen on {http_bind}: {error}");
+            return ExitCode::FAILURE;
         }
     }
     if let Err(error) = shutdown_signal().await {

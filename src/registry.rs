@@ -32,6 +32,7 @@ use crate::actors::sequencer::{self, Publish, RoomRequest, Sequencer, SequencerR
 use crate::event::{Event, SharedEvent};
 use crate::handle::{Control, SessionId};
 use crate::local::{Crossing, Link, Local};
+use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, Rejection};
 use crate::reason::DisconnectReason;
 
@@ -55,6 +56,8 @@ struct Shared {
     sequencers: Vec<SequencerRef>,
     directory: Vec<Addr<Directory>>,
     index: Addr<RoomIndex>,
+    /// The server's counters, for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 impl Registry {
@@ -79,6 +82,7 @@ impl Registry {
             .collect();
         let links: Arc<[Link]> = dispatchers.iter().cloned().map(Link::new).collect();
         let shutting_down = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(Metrics::new(arbiters.len()));
         let mut sequencers = Vec::with_capacity(arbiters.len());
         for (thread, (arbiter, ((_, dispatcher_rx), (sequencer_tx, sequencer_rx)))) in
             arbiters.iter().zip(mailboxes).enumerate()
@@ -86,8 +90,10 @@ impl Registry {
             sequencers.push(SequencerRef::of(&Addr::new(sequencer_tx)));
             let (links, index) = (links.clone(), index.clone());
             let shutting_down = shutting_down.clone();
+            let metrics = metrics.clone();
             arbiter.spawn_fn(move || {
-                let local = Local::new(thread, room_capacity, links, index, shutting_down);
+                let shared = (links, index, shutting_down, metrics);
+                let local = Local::new(thread, room_capacity, shared);
                 let local = Rc::new(local);
                 Context::with_receiver(dispatcher_rx).run(Dispatcher::new(local.clone()));
                 Context::with_receiver(sequencer_rx).run(Sequencer::new(local));
@@ -105,7 +111,19 @@ impl Registry {
             sequencers,
             directory,
             index,
+            metrics,
         }))
+    }
+
+    /// The server's counters (see [`Metrics`]).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+
+    /// Room traffic from other threads waiting for each thread, in thread
+    /// order: how far each thread's sequencer and dispatcher are behind.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.0.links.iter().map(Link::depth).collect()
     }
 
     /// How many threads sessions run on.

@@ -12,6 +12,7 @@ use actix_rt::{Arbiter, ArbiterHandle};
 use log::{info, warn};
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::actors::http_listener::HttpListener;
 use crate::actors::listener::{Listener, StopAccepting};
 use crate::actors::udp_sessions::{UdpService, UdpSessions};
 use crate::config::{ConfigError, LobbyConfig, SessionConfig};
@@ -19,6 +20,7 @@ use crate::drain::Drain;
 use crate::driver::Protocol;
 use crate::event::Wire;
 use crate::handle::SessionIds;
+use crate::http::{HttpOptions, HttpState};
 use crate::limiter::ConnectionLimiter;
 use crate::lobby::{Lobby, LobbyEvent, LobbyShared};
 use crate::protocol::{ErrorCode, Reply};
@@ -37,6 +39,9 @@ pub struct Server {
     listeners: Vec<Addr<Listener>>,
     /// UDP routers: told to stop admitting new addresses at shutdown.
     udp: Vec<Addr<UdpSessions>>,
+    /// HTTP listeners and what their connections share: told to refuse
+    /// upgrades when the shutdown begins, stopped once it is over.
+    http: Vec<(Addr<HttpListener>, Arc<HttpState>)>,
     /// The address of the first socket served.
     local_addr: Option<SocketAddr>,
     config: LobbyConfig,
@@ -90,6 +95,7 @@ impl Server {
             registry: Registry::start(arbiters(config.threads), config.room_capacity),
             listeners: Vec::new(),
             udp: Vec::new(),
+            http: Vec::new(),
             local_addr: None,
             limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
             lobby: Arc::new(LobbyShared::new(ids.clone())),
@@ -167,6 +173,35 @@ impl Server {
         let lobby = self.lobby.clone();
         let router = UdpSessions::start_on(socket, service, move || Lobby::new(lobby.clone()));
         self.udp.push(router);
+        self.local_addr.get_or_insert(local_addr);
+        Ok(local_addr)
+    }
+
+    /// Also serves HTTP on `socket` (see [`crate::http`]): the lobby page at
+    /// `/`, the lobby over WebSocket at `/ws` (JSON commands and events,
+    /// one per text message, sharing rooms and limits with every other
+    /// listener), `/metrics` and `/healthz`. Connections are served on the
+    /// server's own threads. Logs `listening on ADDR (http)` and returns
+    /// that address.
+    ///
+    /// # Errors
+    /// Fails only if the socket's local address cannot be read.
+    pub fn serve_http(
+        &mut self,
+        socket: TcpListener,
+        options: HttpOptions,
+    ) -> io::Result<SocketAddr> {
+        let local_addr = socket.local_addr()?;
+        let shared = (
+            self.registry.clone(),
+            self.limiter.clone(),
+            self.ids.clone(),
+            self.lobby.clone(),
+        );
+        let config = self.config.session_config(Wire::Json);
+        let state = Arc::new(HttpState::new(shared, config, options, self.drain.guard()));
+        let listener = HttpListener::new(socket, state.clone()).start();
+        self.http.push((listener, state));
         self.local_addr.get_or_insert(local_addr);
         Ok(local_addr)
     }
@@ -255,12 +290,19 @@ impl Server {
         for router in &self.udp {
             router.do_send(StopAccepting);
         }
+        // HTTP keeps answering (`/healthz` says draining) until the end.
+        for (_, state) in &self.http {
+            state.begin_draining();
+        }
         self.registry.shutdown();
         let all_closed = self.drain.wait(grace).await;
         if all_closed {
             info!("all sessions closed");
         } else {
             warn!("sessions still open after {grace:?}; stopping anyway");
+        }
+        for (listener, _) in &self.http {
+            listener.do_send(StopAccepting);
         }
         // The threads the server started end with it (a program that starts
         // and stops servers does not gather threads).

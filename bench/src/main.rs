@@ -50,6 +50,8 @@ enum Command {
     LobbyEcho(scenarios::lobby_echo::LobbyEchoArgs),
     /// One room of M members, K of them sending: deliveries/s, order, loss
     Fanout(scenarios::fanout::FanoutArgs),
+    /// `fanout` over WebSocket (JSON lobby): M members, K senders
+    WsFanout(scenarios::ws_fanout::WsFanoutArgs),
     /// C idle connections: server memory per connection, all held
     Idle(scenarios::idle::IdleArgs),
     /// Connect, join, close (half reset) N times: cycles/s and leaks
@@ -137,6 +139,7 @@ fn main() -> ExitCode {
         Command::Echo(args) => Box::new(args),
         Command::LobbyEcho(args) => Box::new(args),
         Command::Fanout(args) => Box::new(args),
+        Command::WsFanout(args) => Box::new(args),
         Command::Idle(args) => Box::new(args),
         Command::Churn(args) => Box::new(args),
         Command::Slow(args) => Box::new(args),

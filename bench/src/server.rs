@@ -42,6 +42,9 @@ pub enum Service {
     Echo,
     /// The text lobby: `switchboard` or `tokio-baseline --mode lobby`.
     Lobby,
+    /// The JSON lobby over WebSocket: `switchboard --http-bind` (its `/ws`)
+    /// or `tokio-baseline --mode ws` (tokio-tungstenite).
+    WsLobby,
 }
 
 /// Where the binaries live and how to rebuild them.
@@ -70,7 +73,9 @@ impl Binaries {
 
     pub fn path(&self, target: Target, service: Service) -> PathBuf {
         match (target, service) {
-            (Target::Switchboard, Service::Lobby) => self.release_dir.join("switchboard"),
+            (Target::Switchboard, Service::Lobby | Service::WsLobby) => {
+                self.release_dir.join("switchboard")
+            }
             (Target::Switchboard, Service::Echo) => self.release_dir.join("examples").join("echo"),
             (Target::Baseline, _) => self.release_dir.join("tokio-baseline"),
         }
@@ -199,7 +204,10 @@ impl ServerProc {
         let mut command = Command::new(&path);
         command.arg("--bind").arg("127.0.0.1:0");
         match (target, service) {
-            (Target::Switchboard, Service::Lobby) => {
+            (Target::Switchboard, Service::Lobby | Service::WsLobby) => {
+                if service == Service::WsLobby {
+                    command.args(["--http-bind", "127.0.0.1:0"]);
+                }
                 command.args([
                     "--max-connections",
                     "20000",
@@ -218,12 +226,18 @@ impl ServerProc {
             (Target::Baseline, Service::Lobby) => {
                 command.args(["--mode", "lobby"]);
             }
+            (Target::Baseline, Service::WsLobby) => {
+                command.args(["--mode", "ws"]);
+            }
         }
         command.args(extra);
         // Per-session info logs would cost the server time; keep the
         // listener's own `listening on` line, which is logged at info.
         command
-            .env("RUST_LOG", "warn,switchboard::actors::listener=info")
+            .env(
+                "RUST_LOG",
+                "warn,switchboard::actors::listener=info,switchboard::actors::http_listener=info",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -239,12 +253,18 @@ impl ServerProc {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = mpsc::channel();
         let log_writer = log.clone();
+        // The WebSocket lobby is measured on the HTTP (or `ws`) listener.
+        let wanted = match service {
+            Service::WsLobby => &["(http)", "(ws)"][..],
+            Service::Echo | Service::Lobby => &[][..],
+        };
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("listening on ").nth(1)
                     && let Some(addr) = rest.split_whitespace().next()
                     && let Ok(addr) = addr.parse::<SocketAddr>()
+                    && (wanted.is_empty() || wanted.iter().any(|label| rest.ends_with(label)))
                 {
                     let _ = addr_tx.send(addr);
                 }

@@ -24,6 +24,7 @@ use crate::drain::DrainGuard;
 use crate::driver::Protocol;
 use crate::handle::{SessionId, SessionIds};
 use crate::limiter::{ConnectionLimiter, ConnectionPermit};
+use crate::metrics::{Metrics, Refusal};
 use crate::registry::Registry;
 
 /// The first pause after an accept error that means resources ran out.
@@ -67,6 +68,8 @@ pub struct Listener {
     refusal: Option<Bytes>,
     /// Peers refused since the last summary line.
     refused: u64,
+    /// The registry's counters: refusals are counted there too.
+    metrics: Arc<Metrics>,
 }
 
 impl Listener {
@@ -102,6 +105,7 @@ impl Listener {
     {
         let config = Arc::new(config);
         let protocol = Arc::new(protocol);
+        let metrics = registry.metrics().clone();
         let spawn = move |stream: TcpStream, peer, id, permit| {
             // A socket belongs to the reactor it was registered with: hand it
             // over unregistered, and register it on the session's own thread.
@@ -133,6 +137,7 @@ impl Listener {
             ids: SessionIds::default(),
             refusal: None,
             refused: 0,
+            metrics,
         }
     }
 
@@ -153,6 +158,7 @@ impl Listener {
     fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         debug!("refusing {peer}: connection limit reached");
         self.refused += 1;
+        self.metrics.refused(Refusal::Limit);
         let refusal = self.refusal.clone();
         actix::spawn(async move {
             let farewell = async {
@@ -252,7 +258,7 @@ impl Handler<StopAccepting> for Listener {
 
 /// The stream of accepted connections. It never ends and never yields an
 /// error: per-connection failures are skipped, resource exhaustion backs off.
-fn accepted(socket: Arc<TcpListener>) -> impl Stream<Item = (TcpStream, SocketAddr)> {
+pub(crate) fn accepted(socket: Arc<TcpListener>) -> impl Stream<Item = (TcpStream, SocketAddr)> {
     futures::stream::unfold(
         (socket, ACCEPT_BACKOFF_MIN),
         |(socket, mut backoff)| async move {

@@ -2,6 +2,7 @@
 
 pub mod directory;
 pub mod dispatcher;
+pub mod http_listener;
 pub mod listener;
 pub mod room_index;
 pub mod sequencer;
@@ -9,3 +10,4 @@ pub mod session;
 pub mod udp;
 pub mod udp_peer;
 pub mod udp_sessions;
+pub mod ws_session;

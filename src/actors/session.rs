@@ -192,7 +192,7 @@ impl<P: Protocol> Session<P> {
             ctx.cancel_future(reading);
         }
         if let Some(farewell) = farewell {
-            self.engine.outbound().push(farewell);
+            self.engine.push_out(farewell);
         }
         ctx.run_later(self.config.flush_timeout, move |act, ctx| {
             debug!("session {} flush timed out", act.engine.id());
@@ -216,6 +216,7 @@ impl<P: Protocol> Session<P> {
                 }
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                self.engine.note_queued();
                 if self.closing.is_none() && self.over_bound() {
                     return self.end(DisconnectReason::SlowConsumer, ctx);
                 }
@@ -413,22 +414,23 @@ impl<P: Protocol> Handler<TakeInbox> for Session<P> {
     }
 }
 
-/// Lets a session stop reading while its protocol waits for an answer,
-/// without losing what was read: the frames stay in the reader's buffer and
-/// the socket's, and the peer's sending is slowed by TCP itself. Its state
-/// lives in the session's inbox, to share that allocation.
+/// Lets a session (TCP or WebSocket) stop reading while its protocol waits
+/// for an answer, without losing what was read: the frames stay in the
+/// reader's buffer and the socket's, and the peer's sending is slowed by
+/// TCP itself. Its state lives in the session's inbox, to share that
+/// allocation.
 #[derive(Clone)]
-struct Gate(Arc<Inbox>);
+pub(crate) struct Gate(pub(crate) Arc<Inbox>);
 
 impl Gate {
-    fn set_paused(&self, paused: bool) {
+    pub(crate) fn set_paused(&self, paused: bool) {
         let was = self.0.read_paused.swap(paused, Ordering::AcqRel);
         if was && !paused {
             self.0.read_waker.wake();
         }
     }
 
-    fn wrap<S: Stream + Unpin>(&self, stream: S) -> Gated<S> {
+    pub(crate) fn wrap<S: Stream + Unpin>(&self, stream: S) -> Gated<S> {
         Gated {
             gate: self.clone(),
             stream,
@@ -437,7 +439,7 @@ impl Gate {
 }
 
 /// A stream that yields nothing while its [`Gate`] is paused.
-struct Gated<S> {
+pub(crate) struct Gated<S> {
     gate: Gate,
     stream: S,
 }

@@ -36,6 +36,7 @@ use crate::framing::Framing;
 use crate::handle::{Inbox, OutboundBound, SessionHandle, SessionId, TakeInbox};
 use crate::limiter::ConnectionPermit;
 use crate::local::Local;
+use crate::metrics::Transport;
 use crate::reason::DisconnectReason;
 use crate::registry::Registry;
 
@@ -158,7 +159,8 @@ impl<P: Protocol> UdpPeer<P> {
         UdpPeer {
             id,
             peer,
-            engine: Engine::new(protocol, handle, peer, config.wire, (registry, local)),
+            engine: Engine::new(protocol, handle, peer, config.wire, (registry, local))
+                .with_transport(Transport::Udp),
             config,
             endpoint,
             router,

@@ -10,6 +10,12 @@
 //!   `std::sync::Mutex`, so every member of a room sees its events in one
 //!   order. A client whose channel is full is dropped as `slow-consumer`.
 //!
+//! - `--mode ws`: the same lobby as JSON over WebSocket (SPEC §5, the
+//!   commands `nick`, `join`, `leave`, `say`, `rooms`, `who`, `ping`,
+//!   `quit`), with tokio-tungstenite: the socket split into a reading task
+//!   and a writer task draining the same bounded channel, each event
+//!   rendered once per broadcast.
+//!
 //! Like switchboard it logs `listening on ADDR (MODE)` to stderr.
 
 use std::collections::{BTreeMap, HashSet};
@@ -33,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 enum Mode {
     Echo,
     Lobby,
+    Ws,
 }
 
 /// A plain tokio server: raw echo or the text lobby.
@@ -69,10 +76,14 @@ async fn serve(args: Args) -> io::Result<()> {
     let mode = match args.mode {
         Mode::Echo => "echo",
         Mode::Lobby => "text",
+        Mode::Ws => "ws",
     };
     eprintln!("listening on {} ({mode})", listener.local_addr()?);
     let lobby = Arc::new(Lobby {
-        state: Mutex::new(State::default()),
+        state: Mutex::new(State {
+            json: args.mode == Mode::Ws,
+            ..State::default()
+        }),
         next_id: AtomicU64::new(0),
         outbound_queue: args.outbound_queue.max(1),
         max_line: args.max_line,
@@ -94,6 +105,9 @@ async fn serve(args: Args) -> io::Result<()> {
             }
             Mode::Lobby => {
                 tokio::spawn(lobby.clone().client(stream));
+            }
+            Mode::Ws => {
+                tokio::spawn(lobby.clone().ws_client(stream));
             }
         }
     }
@@ -128,6 +142,8 @@ struct State {
     rooms: BTreeMap<String, Vec<Member>>,
     /// Lower-cased nicks in use.
     nicks: HashSet<String>,
+    /// Events are JSON (WebSocket mode), not text lines.
+    json: bool,
 }
 
 #[derive(Clone)]
@@ -196,7 +212,11 @@ impl State {
                 return;
             }
             for nick in dropped {
-                pending.push(self::line(format!("QUIT {room} {nick} slow-consumer")));
+                pending.push(if self.json {
+                    ws::quit(room, &nick, "slow-consumer")
+                } else {
+                    self::line(format!("QUIT {room} {nick} slow-consumer"))
+                });
             }
         }
     }
@@ -485,4 +505,330 @@ async fn writer(
         }
     }
     let _ = socket.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// The lobby as JSON over WebSocket.
+
+mod ws {
+    use super::*;
+
+    use futures::SinkExt;
+    use futures::stream::SplitSink;
+    use serde::Deserialize;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+    /// A JSON string literal.
+    fn js(text: &str) -> String {
+        serde_json::to_string(text).unwrap_or_default()
+    }
+
+    pub fn quit(room: &str, nick: &str, reason: &str) -> Bytes {
+        let event = format!(
+            r#"{{"event":"quit","room":{},"nick":{},"reason":{}}}"#,
+            js(room),
+            js(nick),
+            js(reason)
+        );
+        Bytes::from(event)
+    }
+
+    fn error(code: &str, message: &str) -> String {
+        format!(
+            r#"{{"event":"error","code":{},"message":{}}}"#,
+            js(code),
+            js(message)
+        )
+    }
+
+    fn who(state: &State, room: &str) -> String {
+        let nicks: Vec<&str> = state
+            .rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .map(|member| &*member.nick)
+            .collect();
+        format!(
+            r#"{{"event":"who","room":{},"nicks":{}}}"#,
+            js(room),
+            serde_json::to_string(&nicks).unwrap_or_default()
+        )
+    }
+
+    #[derive(Deserialize)]
+    struct Command {
+        cmd: String,
+        name: Option<String>,
+        room: Option<String>,
+        text: Option<String>,
+        token: Option<String>,
+    }
+
+    impl Lobby {
+        pub async fn ws_client(self: Arc<Self>, stream: TcpStream) {
+            let mut config = WebSocketConfig::default();
+            config.max_message_size = Some(self.max_line);
+            config.max_frame_size = Some(self.max_line);
+            let ws = match tokio_tungstenite::accept_async_with_config(stream, Some(config)).await {
+                Ok(ws) => ws,
+                Err(_) => return,
+            };
+            let (sink, mut messages) = ws.split();
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            let (tx, rx) = mpsc::channel(self.outbound_queue);
+            let kill = CancellationToken::new();
+            let writer = tokio::spawn(ws_writer(sink, rx, kill.clone()));
+            let nick: Arc<str> = Arc::from(format!("guest{id}"));
+            self.state
+                .lock()
+                .unwrap()
+                .nicks
+                .insert(nick.to_ascii_lowercase());
+            let mut client = Client {
+                id,
+                nick,
+                room: None,
+                tx,
+                kill,
+            };
+            client.send(format!(
+                r#"{{"event":"welcome","id":{id},"nick":{}}}"#,
+                js(&client.nick)
+            ));
+            let end = loop {
+                let next = tokio::select! {
+                    biased;
+                    () = client.kill.cancelled() => break End::SlowConsumer,
+                    next = messages.next() => next,
+                };
+                match next {
+                    None | Some(Ok(Message::Close(_))) => break End::Closed,
+                    Some(Ok(Message::Text(text))) => {
+                        if self.ws_handle(&mut client, &text) {
+                            break End::Quit;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => break End::Error,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => break End::Reset,
+                }
+            };
+            {
+                let mut state = self.state.lock().unwrap();
+                state.nicks.remove(&client.nick.to_ascii_lowercase());
+                if let Some(room) = client.room.take()
+                    && state.remove(&room, id)
+                {
+                    state.broadcast(&room, quit(&room, &client.nick, end.word()));
+                }
+            }
+            drop(client);
+            let _ = writer.await;
+        }
+
+        /// Answers one command; true when the client quit.
+        fn ws_handle(&self, client: &mut Client, text: &str) -> bool {
+            let mut command: Command = match serde_json::from_str(text) {
+                Ok(command) => command,
+                Err(e) => {
+                    client.send(error("bad-args", &format!("bad command: {e}")));
+                    return false;
+                }
+            };
+            let verb = std::mem::take(&mut command.cmd);
+            match (verb.as_str(), command) {
+                (
+                    "say",
+                    Command {
+                        text: Some(text), ..
+                    },
+                ) if !text.is_empty() => match &client.room {
+                    Some(room) => {
+                        let msg = format!(
+                            r#"{{"event":"msg","room":{},"nick":{},"text":{}}}"#,
+                            js(room),
+                            js(&client.nick),
+                            js(&text)
+                        );
+                        self.state.lock().unwrap().broadcast(room, Bytes::from(msg));
+                    }
+                    None => client.send(error("not-in-room", "join a room first")),
+                },
+                (
+                    "join",
+                    Command {
+                        room: Some(room), ..
+                    },
+                ) => self.ws_join(client, &room),
+                (
+                    "nick",
+                    Command {
+                        name: Some(name), ..
+                    },
+                ) => self.ws_nick(client, &name),
+                ("leave", _) => {
+                    let Some(room) = client.room.take() else {
+                        client.send(error("not-in-room", "join a room first"));
+                        return false;
+                    };
+                    let leave = format!(
+                        r#"{{"event":"leave","room":{},"nick":{}}}"#,
+                        js(&room),
+                        js(&client.nick)
+                    );
+                    let mut state = self.state.lock().unwrap();
+                    state.broadcast(&room, Bytes::from(leave));
+                    state.remove(&room, client.id);
+                }
+                ("rooms", _) => {
+                    let rooms: serde_json::Map<String, serde_json::Value> = self
+                        .state
+                        .lock()
+                        .unwrap()
+                        .rooms
+                        .iter()
+                        .map(|(room, members)| (room.clone(), members.len().into()))
+                        .collect();
+                    client.send(format!(
+                        r#"{{"event":"rooms","rooms":{}}}"#,
+                        serde_json::Value::Object(rooms)
+                    ));
+                }
+                ("who", command) => match command.room.or(client.room.clone()) {
+                    Some(room) => {
+                        let who = who(&self.state.lock().unwrap(), &room);
+                        client.send(who);
+                    }
+                    None => client.send(error("not-in-room", "join a room first")),
+                },
+                ("ping", Command { token, .. }) => client.send(match token {
+                    Some(token) => format!(r#"{{"event":"pong","token":{}}}"#, js(&token)),
+                    None => r#"{"event":"pong"}"#.to_owned(),
+                }),
+                ("pong", _) => {}
+                ("quit", _) => {
+                    client.send(r#"{"event":"bye"}"#.to_owned());
+                    return true;
+                }
+                _ => client.send(error("bad-args", "unknown command or missing field")),
+            }
+            false
+        }
+
+        fn ws_join(&self, client: &mut Client, room: &str) {
+            if !valid_name(room) {
+                client.send(error("bad-name", "names are 1-32 of A-Z a-z 0-9 _ -"));
+                return;
+            }
+            let mut state = self.state.lock().unwrap();
+            if client.room.as_deref() == Some(room) {
+                let who = who(&state, room);
+                client.send(who);
+                return;
+            }
+            if let Some(old) = client.room.take() {
+                let leave = format!(
+                    r#"{{"event":"leave","room":{},"nick":{}}}"#,
+                    js(&old),
+                    js(&client.nick)
+                );
+                state.broadcast(&old, Bytes::from(leave));
+                state.remove(&old, client.id);
+            }
+            state
+                .rooms
+                .entry(room.to_owned())
+                .or_default()
+                .push(client.member());
+            let join = format!(
+                r#"{{"event":"join","room":{},"nick":{}}}"#,
+                js(room),
+                js(&client.nick)
+            );
+            state.broadcast(room, Bytes::from(join));
+            let who = who(&state, room);
+            client.send(who);
+            client.room = Some(room.to_owned());
+        }
+
+        fn ws_nick(&self, client: &mut Client, name: &str) {
+            if !valid_name(name) {
+                client.send(error("bad-name", "names are 1-32 of A-Z a-z 0-9 _ -"));
+                return;
+            }
+            let mut state = self.state.lock().unwrap();
+            let key = name.to_ascii_lowercase();
+            if key != client.nick.to_ascii_lowercase() && !state.nicks.insert(key) {
+                client.send(error("nick-taken", "that nick is taken"));
+                return;
+            }
+            state.nicks.remove(&client.nick.to_ascii_lowercase());
+            state.nicks.insert(name.to_ascii_lowercase());
+            let old = std::mem::replace(&mut client.nick, Arc::from(name));
+            let announce = format!(
+                r#"{{"event":"nick","old":{},"new":{}}}"#,
+                js(&old),
+                js(name)
+            );
+            match client.room.clone() {
+                Some(room) => {
+                    if let Some(me) = state
+                        .rooms
+                        .get_mut(&room)
+                        .and_then(|members| members.iter_mut().find(|m| m.id == client.id))
+                    {
+                        me.nick = client.nick.clone();
+                    }
+                    state.broadcast(&room, Bytes::from(announce));
+                }
+                None => {
+                    drop(state);
+                    client.send(announce);
+                }
+            }
+        }
+    }
+
+    /// Drains the client's channel into the WebSocket, a batch of messages
+    /// per flush, until every sender is gone (then sends a close) or the
+    /// client is killed.
+    async fn ws_writer(
+        mut sink: SplitSink<WebSocketStream<TcpStream>, Message>,
+        mut rx: mpsc::Receiver<Bytes>,
+        kill: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = kill.cancelled() => return,
+                first = rx.recv() => first,
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            while batch.len() < 64 {
+                match rx.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            let written = tokio::select! {
+                biased;
+                () = kill.cancelled() => return,
+                written = async {
+                    for event in batch {
+                        let Ok(text) = Utf8Bytes::try_from(event) else { continue };
+                        sink.feed(Message::Text(text)).await?;
+                    }
+                    sink.flush().await
+                } => written,
+            };
+            if written.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    }
 }

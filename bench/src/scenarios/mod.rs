@@ -9,6 +9,7 @@ pub mod harness;
 pub mod idle;
 pub mod lobby_echo;
 pub mod slow;
+pub mod ws_fanout;
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,0 +1,502 @@
+//! The HTTP surface of `--http-bind`, served with actix-web on the server's
+//! own threads:
+//!
+//! - `GET /` — the lobby page: one HTML file with its script and style,
+//!   embedded in the binary.
+//! - `GET /ws` — the lobby over WebSocket: each text message one JSON
+//!   command (SPEC §5), each event one text message. The connection slot is
+//!   taken before the upgrade (over the limits: `503`), the `Origin` is
+//!   checked (`403`), and during a shutdown upgrades are refused (`503`).
+//! - `GET /metrics` — the [`Metrics`](crate::Metrics) in the Prometheus text
+//!   format.
+//! - `GET /healthz` — `200 ok` while accepting, `503 draining` once a
+//!   shutdown began.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use actix_http::{Extensions, HttpService};
+use actix_service::{Service, ServiceFactory, map_config};
+use actix_web::body::BodyStream;
+use actix_web::dev::AppConfig;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{App, HttpRequest, HttpResponse, web};
+use log::debug;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::actors::ws_session::{WsOutput, WsParts, WsSession};
+use crate::config::SessionConfig;
+use crate::drain::DrainGuard;
+use crate::handle::{SessionId, SessionIds};
+use crate::limiter::ConnectionLimiter;
+use crate::lobby::{Lobby, LobbyShared};
+use crate::local::Local;
+use crate::metrics::{Refusal, Snapshot};
+use crate::registry::Registry;
+
+/// The lobby page, served at `GET /`.
+pub const LOBBY_PAGE: &str = include_str!("lobby.html");
+
+/// How long a client may take to send a request's head.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options of the HTTP surface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Origins (`scheme://host[:port]`) whose pages may open `/ws`; `*`
+    /// allows any. Empty: only pages served by this same host (the `Origin`
+    /// names the `Host` the request was sent to). A request without an
+    /// `Origin` (not from a browser) is always allowed.
+    pub allowed_origins: Vec<String>,
+}
+
+/// An `--allowed-origin` that is not an origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be `*` or scheme://host[:port] with scheme http or https, not {0:?}")]
+pub struct OriginError(pub String);
+
+impl HttpOptions {
+    /// Checks every allowed origin: `*`, or `http://` or `https://`
+    /// followed by a host (and port), with no path.
+    ///
+    /// # Errors
+    /// The first origin that is neither.
+    pub fn validate(&self) -> Result<(), OriginError> {
+        for origin in &self.allowed_origins {
+            let rest = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            let valid = origin == "*"
+                || rest.is_some_and(|host| {
+                    let host = host.strip_suffix('/').unwrap_or(host);
+                    !host.is_empty()
+                        && host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
+                });
+            if !valid {
+                return Err(OriginError(origin.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What every HTTP connection's handlers share.
+pub(crate) struct HttpState {
+    pub registry: Registry,
+    pub limiter: ConnectionLimiter,
+    pub ids: SessionIds,
+    pub lobby: Arc<LobbyShared>,
+    /// WebSocket sessions' limits and timers, on the JSON wire.
+    pub config: Arc<SessionConfig>,
+    pub options: HttpOptions,
+    /// Set once a shutdown began: `/healthz` says so and upgrades stop.
+    draining: AtomicBool,
+    /// Where WebSocket sessions get their drain guard; emptied when the
+    /// shutdown begins, so the drain does not wait for the HTTP surface.
+    drain: Mutex<Option<DrainGuard>>,
+}
+
+impl HttpState {
+    pub(crate) fn new(
+        (registry, limiter, ids, lobby): (
+            Registry,
+            ConnectionLimiter,
+            SessionIds,
+            Arc<LobbyShared>,
+        ),
+        config: SessionConfig,
+        options: HttpOptions,
+        drain: Option<DrainGuard>,
+    ) -> Self {
+        HttpState {
+            registry,
+            limiter,
+            ids,
+            lobby,
+            config: Arc::new(config),
+            options,
+            draining: AtomicBool::new(drain.is_none()),
+            drain: Mutex::new(drain),
+        }
+    }
+
+    /// The shutdown began: refuse upgrades, report draining.
+    pub(crate) fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.drain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    fn drain_guard(&self) -> Option<DrainGuard> {
+        self.drain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Whether a page from `origin` may open a WebSocket on a request sent to
+/// `host`, given the `allowed` origins (empty: the same host only).
+fn origin_allowed(allowed: &[String], origin: &str, host: Option<&str>) -> bool {
+    let origin = origin.trim_end_matches('/');
+    if allowed.is_empty() {
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        return matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h));
+    }
+    allowed
+        .iter()
+        .any(|allowed| allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// What the handlers learn of their connection.
+#[derive(Clone)]
+struct Connection {
+    /// The session id of the connection (the WebSocket session's, if it
+    /// upgrades); its thread is the one the id belongs to.
+    id: SessionId,
+    peer: SocketAddr,
+    local: Rc<Local>,
+    cut: ConnectionCut,
+}
+
+/// Ends an HTTP connection from outside the HTTP layer: a WebSocket session
+/// that drops its peer (a slow consumer, a flush that timed out) must close
+/// the socket even while the HTTP layer waits for the peer to read.
+#[derive(Clone, Default)]
+pub(crate) struct ConnectionCut(Rc<CutState>);
+
+#[derive(Default)]
+struct CutState {
+    cut: Cell<bool>,
+    /// The tasks waiting on the socket, woken by the cut.
+    read: RefCell<Option<Waker>>,
+    write: RefCell<Option<Waker>>,
+}
+
+impl ConnectionCut {
+    /// From now on every read and write fails: the HTTP layer drops the
+    /// connection.
+    pub(crate) fn cut(&self) {
+        self.0.cut.set(true);
+        for waker in [&self.0.read, &self.0.write] {
+            if let Some(waker) = waker.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// A TCP stream that a [`ConnectionCut`] can end.
+struct CuttableStream {
+    stream: TcpStream,
+    cut: ConnectionCut,
+}
+
+impl CuttableStream {
+    /// Fails once cut; remembers the waker of what is pending.
+    fn guard<T>(
+        &self,
+        waker: &RefCell<Option<Waker>>,
+        cx: &TaskContext<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if self.cut.0.cut.get() {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+        }
+        if poll.is_pending() {
+            let mut slot = waker.borrow_mut();
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
+            }
+        }
+        poll
+    }
+}
+
+impl AsyncRead for CuttableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.guard(&self.cut.0.read, cx, poll)
+    }
+}
+
+impl AsyncWrite for CuttableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.guard(&self.cut.0.write, cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.guard(&self.cut.0.write, cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        self.guard(&self.cut.0.write, cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.guard(&self.cut.0.write, cx, poll)
+    }
+}
+
+/// Serves one HTTP/1 connection, on the thread it was handed to, until it
+/// ends.
+pub(crate) async fn serve_connection(
+    state: Arc<HttpState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: SessionId,
+    local: Rc<Local>,
+) {
+    let cut = ConnectionCut::default();
+    let stream = CuttableStream {
+        stream,
+        cut: cut.clone(),
+    };
+    let connection = Connection {
+        id,
+        peer,
+        local,
+        cut,
+    };
+    let data = web::Data::from(state);
+    let app = App::new()
+        .app_data(data)
+        .route("/", web::get().to(page))
+        .route("/ws", web::get().to(websocket))
+        .route("/metrics", web::get().to(metrics))
+        .route("/healthz", web::get().to(healthz));
+    let service = HttpService::build()
+        .client_request_timeout(REQUEST_TIMEOUT)
+        .on_connect_ext(move |_: &CuttableStream, extensions: &mut Extensions| {
+            extensions.insert(connection.clone());
+        })
+        .h1(map_config(app, |()| AppConfig::default()));
+    let handler = match service.new_service(()).await {
+        Ok(handler) => handler,
+        Err(()) => return debug!("http connection {id} from {peer}: no service"),
+    };
+    if let Err(error) = handler.call((stream, Some(peer))).await {
+        debug!("http connection {id} from {peer} ended: {error:?}");
+    }
+}
+
+async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(LOBBY_PAGE)
+}
+
+async fn healthz(state: web::Data<HttpState>) -> HttpResponse {
+    if state.draining() {
+        HttpResponse::ServiceUnavailable().body("draining\n")
+    } else {
+        HttpResponse::Ok().body("ok\n")
+    }
+}
+
+async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    let registry = &state.registry;
+    let snapshot = Snapshot {
+        rooms: registry.list_rooms().await.len(),
+        sequencer_queue: registry.queue_depths(),
+    };
+    let text = registry.metrics().encode(&snapshot);
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text)
+}
+
+/// A refusal of an upgrade, counted for `cause`.
+fn refuse(state: &HttpState, status: StatusCode, cause: Refusal, text: &str) -> HttpResponse {
+    state.registry.metrics().refused(cause);
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/plain")))
+        .body(format!("{text}\n"))
+}
+
+async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    let Some(connection) = req.conn_data::<Connection>().cloned() else {
+        return HttpResponse::InternalServerError().finish();
+    };
+    let Connection {
+        id,
+        peer,
+        local,
+        cut,
+    } = connection;
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    if state.draining() {
+        return refuse(
+            &state,
+            unavailable,
+            Refusal::Draining,
+            "server is shutting down",
+        );
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|origin| origin_allowed(&state.options.allowed_origins, origin, host));
+        if !allowed {
+            debug!("ws upgrade from {peer}: origin {origin:?} not allowed");
+            return refuse(
+                &state,
+                StatusCode::FORBIDDEN,
+                Refusal::Origin,
+                "origin not allowed",
+            );
+        }
+    }
+    let Some(permit) = state.limiter.try_acquire(peer.ip()) else {
+        debug!("ws upgrade from {peer}: connection limit reached");
+        return refuse(
+            &state,
+            unavailable,
+            Refusal::Limit,
+            "too many connections, try again later",
+        );
+    };
+    let Some(drain) = state.drain_guard() else {
+        return refuse(
+            &state,
+            unavailable,
+            Refusal::Draining,
+            "server is shutting down",
+        );
+    };
+    let (response, _unused_session, input) = match actix_ws::handle(&req, body) {
+        Ok(handled) => handled,
+        Err(error) => {
+            debug!("ws upgrade from {peer} refused: {error}");
+            state.registry.metrics().refused(Refusal::BadHandshake);
+            return HttpResponse::from_error(error);
+        }
+    };
+    let max = max_message(&state.config);
+    let input = input
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    let output = WsOutput::new(cut);
+    let body = BodyStream::new(output.body());
+    let parts = WsParts {
+        id,
+        peer,
+        config: state.config.clone(),
+        registry: state.registry.clone(),
+        local,
+        input,
+        output,
+        permit: Some(permit),
+        drain: Some(drain),
+    };
+    let lobby = state.lobby.clone();
+    actix::Actor::start(WsSession::new(parts, Lobby::new(lobby)));
+    response.set_body(body).map_into_boxed_body()
+}
+
+/// The longest WebSocket message a session accepts: its line limit.
+fn max_message(config: &SessionConfig) -> usize {
+    match config.framing {
+        crate::framing::Framing::Lines { max_line } => max_line,
+        crate::framing::Framing::LengthPrefixed { max_frame } => max_frame,
+        crate::framing::Framing::Raw => crate::config::DEFAULT_MAX_LINE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_default_to_the_same_host_and_lists_are_exact() {
+        let host = Some("127.0.0.1:8080");
+        assert!(origin_allowed(&[], "http://127.0.0.1:8080", host));
+        assert!(origin_allowed(&[], "https://127.0.0.1:8080/", host));
+        assert!(!origin_allowed(&[], "http://127.0.0.1:9999", host));
+        assert!(!origin_allowed(&[], "http://evil.example", host));
+        assert!(!origin_allowed(&[], "null", host));
+        assert!(!origin_allowed(&[], "http://127.0.0.1:8080", None));
+        let listed = vec!["https://game.example".to_owned()];
+        assert!(origin_allowed(&listed, "https://GAME.example", host));
+        assert!(!origin_allowed(&listed, "http://game.example", host));
+        assert!(!origin_allowed(&listed, "http://127.0.0.1:8080", host));
+        assert!(origin_allowed(&["*".to_owned()], "http://anything", host));
+    }
+
+    #[test]
+    fn allowed_origins_must_be_origins() {
+        let options = |origins: &[&str]| HttpOptions {
+            allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+        };
+        for good in [
+            &["*"][..],
+            &["http://a.example"],
+            &["https://a.example:8443/"],
+            &[],
+        ] {
+            assert_eq!(options(good).validate(), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "a.example",
+            "ftp://a.example",
+            "http://",
+            "http://a/b",
+            "http://a b",
+        ] {
+            assert_eq!(
+                options(&[bad]).validate(),
+                Err(OriginError(bad.to_owned())),
+                "{bad}"
+            );
+        }
+    }
+}
