@@ -90,6 +90,7 @@
 #![warn(missing_docs)]
 
 pub mod actors;
+pub mod cluster;
 pub mod config;
 mod drain;
 pub mod driver;
@@ -112,6 +113,7 @@ pub use actors::listener::{Listener, StopAccepting};
 pub use actors::sequencer::room_thread;
 pub use actors::session::Session;
 pub use actors::udp::{Datagram, MAX_DATAGRAM, SendDatagram, UdpEndpoint};
+pub use cluster::{ClusterConfig, ClusterError, ClusterHealth};
 pub use config::{ConfigError, LobbyConfig, SessionConfig};
 pub use driver::{ClosedSession, Protocol, REQUEST_CREDIT, SessionContext};
 pub use event::{Event, RawFrame, SharedEvent, Wire};

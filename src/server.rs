@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::actors::listener::{Listener, StopAccepting};
 use crate::actors::udp_sessions::{UdpService, UdpSessions};
+use crate::cluster::{self, ClusterConfig, ClusterError};
 use crate::config::{ConfigError, LobbyConfig, SessionConfig};
 use crate::drain::Drain;
 use crate::driver::Protocol;
@@ -92,6 +93,36 @@ impl Server {
             local_addr: None,
             limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
             ids: SessionIds::new(),
+            lobby: Arc::default(),
+            drain: Drain::new(),
+            config,
+        })
+    }
+
+    /// A server whose rooms, names and room list are shared with the other
+    /// nodes of the cluster `cluster` describes (rooms span nodes; see the
+    /// README's "Scaling out"). Its session ids come from a range of its own
+    /// in the cluster.
+    ///
+    /// # Errors
+    /// [`ClusterError::Config`] when `config` is out of range; the other
+    /// [`ClusterError`]s when `cluster` is invalid or Redis cannot be
+    /// reached.
+    pub async fn clustered(
+        config: LobbyConfig,
+        cluster: ClusterConfig,
+    ) -> Result<Self, ClusterError> {
+        config.validate()?;
+        let joined = cluster::join(cluster).await?;
+        let ids = SessionIds::starting_after(joined.number * cluster::ID_SPAN);
+        let arbiters = arbiters(config.threads);
+        Ok(Server {
+            registry: Registry::start_clustered(arbiters, config.room_capacity, joined),
+            listeners: Vec::new(),
+            udp: Vec::new(),
+            local_addr: None,
+            limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
+            ids,
             lobby: Arc::default(),
             drain: Drain::new(),
             config,

@@ -1,5 +1,6 @@
 //! The actors: one per file, each with the messages it handles beside it.
 
+pub mod cluster;
 pub mod directory;
 pub mod dispatcher;
 pub mod listener;
