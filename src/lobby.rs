@@ -444,7 +444,11 @@ impl Protocol for Lobby {
     fn answer(&mut self, cx: &mut SessionContext<'_>, answer: Answer) {
         if let Answer::Unavailable { broadcast: true } = answer {
             // A chat line the cluster could not take: no command waits on it.
-            return Self::reject(cx, &unavailable());
+            let rejection = Rejection::new(
+                ErrorCode::Unavailable,
+                "the cluster cannot be reached; only this node's members got it",
+            );
+            return Self::reject(cx, &rejection);
         }
         let pending = self.pending.take().map(|pending| *pending);
         let outcome = match answer {

@@ -128,7 +128,6 @@ impl Registry {
                 links: links.clone(),
                 dispatchers: dispatchers.clone(),
                 capacity: room_capacity,
-                shutting_down: shutting_down.clone(),
                 health: health.clone(),
             };
             let thread = actix_rt::Arbiter::new();
@@ -365,6 +364,18 @@ impl Registry {
             .collect();
         sessions.sort_by_key(|info| info.id);
         sessions
+    }
+
+    /// With a cluster: leaves it once every request sent so far is done
+    /// (members still seated are told `QUIT <room> <nick> shutdown`), within
+    /// `grace`. Without one, nothing to do.
+    pub(crate) async fn leave_cluster(&self, grace: std::time::Duration) {
+        if let Some(cluster) = &self.0.cluster {
+            let departed = cluster.send(cluster::Depart);
+            if tokio::time::timeout(grace, departed).await.is_err() {
+                log::warn!("cluster: could not leave the cluster within {grace:?}");
+            }
+        }
     }
 
     /// Stops the threads the registry was started on, but the first (the

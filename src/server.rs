@@ -275,6 +275,7 @@ impl Server {
         }
         self.registry.shutdown();
         let all_closed = self.drain.wait(grace).await;
+        self.registry.leave_cluster(grace).await;
         if all_closed {
             info!("all sessions closed");
         } else {

@@ -238,8 +238,21 @@ fn a_paused_node_declared_dead_closes_its_own_sessions() {
     paused.signal(libc::SIGCONT);
     // It ends its session rather than bring a zombie back.
     p.drain_to_end(Duration::from_secs(15), 4096);
-    // And serves new sessions as a node of the cluster again.
-    let mut back = paused.named("p");
+    // And serves new sessions as a node of the cluster again, once it has
+    // registered anew (`unavailable` until then).
+    let mut back = paused.client();
+    let guest = back.nick.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        back.send("/nick p");
+        let line = back.line();
+        if line == format!("NICK {guest} p") {
+            break;
+        }
+        assert!(line.starts_with("ERR unavailable "), "{line}");
+        assert!(Instant::now() < deadline, "the node never came back");
+        thread::sleep(Duration::from_millis(100));
+    }
     back.send("/join pause");
     back.expect("JOIN pause p");
     back.expect("WHO pause a p");
@@ -315,4 +328,73 @@ fn cluster_flags_refuse_nonsense_with_exit_2() {
         .output()
         .expect("run switchboard");
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn while_redis_is_down_a_node_s_own_members_still_chat_and_the_rest_is_unavailable() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let servers = nodes(&redis, 2, &[]);
+    let mut a1 = servers[0].named("a1");
+    let mut a2 = servers[0].named("a2");
+    let mut b = servers[1].named("b");
+    a1.join_alone("den");
+    a2.join_with("den", &mut a1);
+    b.join("den");
+    a1.expect("JOIN den b");
+    a2.expect("JOIN den b");
+
+    redis.stop();
+    // The first line may fail on its way to Redis; once the node knows,
+    // lines reach its own members and the sender is told the rest did not.
+    let mut delivered = None;
+    for k in 0..50 {
+        a1.send(&format!("line-{k}"));
+        let line = a1.line();
+        if line == format!("MSG den a1 line-{k}") {
+            a1.expect_err("unavailable");
+            delivered = Some(k);
+            break;
+        }
+        assert!(line.starts_with("ERR unavailable "), "{line}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let k = delivered.expect("a line reached this node's members");
+    a2.expect(&format!("MSG den a1 line-{k}"));
+    for command in ["/rooms", "/who", "/nick newname"] {
+        a2.send(command);
+        a2.expect_err("unavailable");
+    }
+    assert!(servers[0].logged("cannot be reached"));
+
+    redis.start_again();
+    let everyone: BTreeSet<String> = ["a1", "a2", "b"].map(String::from).into();
+    for member in [&mut a1, &mut a2, &mut b] {
+        wait_for_who(member, "den", &everyone);
+    }
+    a1.send("after");
+    for member in [&mut a1, &mut a2, &mut b] {
+        // b never got the line only a1's node saw.
+        member.expect("MSG den a1 after");
+    }
+}
+
+#[test]
+fn a_node_shut_down_gracefully_tells_the_other_nodes_members_shutdown() {
+    let Some(redis) = Redis::start() else { return };
+    let mut servers = nodes(&redis, 2, &[]);
+    let mut stays = servers[0].named("stays");
+    let mut goes = servers[1].named("goes");
+    stays.join_alone("lobby");
+    goes.join_with("lobby", &mut stays);
+    servers[1].signal(libc::SIGTERM);
+    goes.expect("SHUTDOWN");
+    stays.expect("QUIT lobby goes shutdown");
+    let status = servers[1].wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    stays.send("/who");
+    stays.expect("WHO lobby stays");
+    stays.send("/nick goes");
+    stays.expect("NICK stays goes");
 }

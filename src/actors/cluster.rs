@@ -30,7 +30,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -75,7 +74,6 @@ pub(crate) struct Setup {
     pub links: Arc<[Link]>,
     pub dispatchers: Arc<[Addr<Dispatcher>]>,
     pub capacity: usize,
-    pub shutting_down: Arc<AtomicBool>,
     pub health: HealthCell,
 }
 
@@ -126,9 +124,19 @@ enum Tag {
     Cleanup,
     Heartbeat,
     Reap(String),
+    /// This node leaves the cluster (graceful shutdown).
+    Depart(oneshot::Sender<()>),
     Register,
     Ignore,
 }
+
+/// This node leaves the cluster once every request sent before is done:
+/// any member still seated is told `QUIT <room> <nick> shutdown`, and the
+/// node is no longer counted alive. Answered when Redis has done it (or
+/// failed to).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Depart;
 
 /// Results of one pipeline, in the order the scripts were sent.
 #[derive(Message)]
@@ -193,7 +201,6 @@ pub struct Cluster {
     client: redis::Client,
     links: Arc<[Link]>,
     dispatchers: Arc<[Addr<Dispatcher>]>,
-    shutting_down: Arc<AtomicBool>,
     health: HealthCell,
     ops: mpsc::UnboundedSender<Op>,
     /// Taken by `started`.
@@ -204,6 +211,8 @@ pub struct Cluster {
     /// (after any failure), requests are answered `unavailable`.
     suspect: bool,
     heartbeat_in_flight: bool,
+    /// The node left the cluster (graceful shutdown): no more heartbeats.
+    departed: bool,
     /// Cleanups (leaves of ended sessions, name releases) that failed.
     retry: Vec<Cmd>,
     /// Names and claims of local sessions, to give a Redis that lost its
@@ -219,7 +228,6 @@ impl Cluster {
             links,
             dispatchers,
             capacity,
-            shutting_down,
             health,
         } = setup;
         let (ops, receiver) = mpsc::unbounded_channel();
@@ -232,7 +240,6 @@ impl Cluster {
             client: joined.client,
             links,
             dispatchers,
-            shutting_down,
             health,
             ops,
             start: Some((joined.commands, receiver)),
@@ -240,6 +247,7 @@ impl Cluster {
             cursors: Rc::default(),
             suspect: false,
             heartbeat_in_flight: false,
+            departed: false,
             retry: Vec::new(),
             names: HashMap::default(),
             claims: HashMap::default(),
@@ -430,6 +438,46 @@ impl Cluster {
         }
     }
 
+    /// While Redis cannot be reached, a member's line still reaches this
+    /// node's members of its room (in this node's order, unnumbered); the
+    /// sender is then told `unavailable`: nobody on other nodes got it.
+    fn publish_here(&mut self, room: &RoomName, from: Option<Requester>, event: SharedEvent) {
+        let refused = Answer::Unavailable { broadcast: true };
+        let Some(sub) = self.rooms.get(room) else {
+            if let Some(from) = from {
+                self.answer(from, refused.into());
+            }
+            return;
+        };
+        let member = |id| sub.members.iter().any(|&(m, _)| m == id);
+        if from.is_some_and(|from| !member(from.id)) {
+            if let Some(from) = from {
+                self.answer(from, refused.into());
+            }
+            return;
+        }
+        let requester_thread = from.map(|from| from.thread);
+        let threads = (0..self.links.len()).filter(|&t| Some(t) != requester_thread);
+        let mut deliveries = Vec::new();
+        for thread in threads.chain(requester_thread) {
+            let answer = from
+                .filter(|from| from.thread == thread)
+                .map(|from| (from.id, from.request, refused.clone().into()));
+            if sub.per_thread.get(thread).is_some_and(|&n| n > 0) || answer.is_some() {
+                let deliver = Deliver {
+                    room: Some(room.clone()),
+                    event: Some(event.clone()),
+                    answer,
+                    ..Deliver::default()
+                };
+                deliveries.push((thread, deliver));
+            }
+        }
+        for (thread, deliver) in deliveries {
+            self.deliver(thread, deliver);
+        }
+    }
+
     /// This node was reaped while it could not heartbeat: its members and
     /// names are gone from the cluster, so its sessions end as `node-down`
     /// and it registers anew for new sessions.
@@ -459,6 +507,8 @@ impl Cluster {
         for dispatcher in self.dispatchers.iter() {
             dispatcher.do_send(CloseAll(DisconnectReason::NodeDown));
         }
+        // Unavailable until registered again and confirmed by a heartbeat.
+        self.suspect = true;
         self.register(self.epoch.clone());
     }
 
@@ -506,7 +556,7 @@ impl Cluster {
     }
 
     fn heartbeat(&mut self) {
-        if self.heartbeat_in_flight {
+        if self.heartbeat_in_flight || self.departed {
             return;
         }
         self.heartbeat_in_flight = true;
@@ -693,6 +743,9 @@ impl Cluster {
                 self.heartbeat_in_flight = false;
                 self.heartbeat();
             }
+            Tag::Depart(done) => {
+                let _ = done.send(());
+            }
             Tag::Cleanup | Tag::Ignore => {}
         }
     }
@@ -735,6 +788,9 @@ impl Cluster {
             Tag::Register => {
                 // Tried again by the next heartbeat's verdict.
                 self.heartbeat_in_flight = false;
+            }
+            Tag::Depart(done) => {
+                let _ = done.send(());
             }
             Tag::Reap(_) | Tag::Ignore => {}
         }
@@ -799,9 +855,9 @@ impl Cluster {
                     thread,
                     request,
                 });
-                let quiet = self.shutting_down.load(Ordering::Acquire)
-                    || ended == Some(DisconnectReason::Shutdown);
-                let (text, json) = rendered(announce.as_ref().filter(|_| !quiet));
+                // Other nodes' members stay: they are told of a shutdown too
+                // (this node's own are closing and forward nothing more).
+                let (text, json) = rendered(announce.as_ref());
                 let mut cmd = eval(&scripts::LEAVE);
                 cmd.arg(&*room)
                     .arg(&*node)
@@ -829,9 +885,7 @@ impl Cluster {
                     }
                 };
                 if self.suspect {
-                    if let Some(from) = from {
-                        self.unavailable(from, true);
-                    }
+                    self.publish_here(&room, from, event);
                     return None;
                 }
                 let member = from.map(|from| self.member(from.id)).unwrap_or_default();
@@ -1177,6 +1231,21 @@ impl Handler<RoomRequest> for Cluster {
                 Some(count) => count.await.unwrap_or(0),
                 None => 0,
             }
+        })
+    }
+}
+
+impl Handler<Depart> for Cluster {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Depart, _: &mut Context<Self>) -> Self::Result {
+        self.departed = true;
+        let (done, departed) = oneshot::channel();
+        let mut cmd = eval(&scripts::REAP);
+        cmd.arg(&*self.node).arg(DisconnectReason::Shutdown.word());
+        self.send(cmd, Tag::Depart(done));
+        Box::pin(async move {
+            let _ = departed.await;
         })
     }
 }

@@ -92,6 +92,16 @@ impl Redis {
         self.spawn();
     }
 
+    /// Kills Redis (SIGKILL); [`Redis::start_again`] brings it back, empty.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts Redis again after [`Redis::stop`], on the same socket.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
