@@ -49,6 +49,7 @@ enum Command {
     LobbyEcho(scenarios::lobby_echo::LobbyEchoArgs),
     /// One room of M members, K of them sending: deliveries/s, order, loss
     Fanout(scenarios::fanout::FanoutArgs),
+    ClusterFanout(scenarios::cluster_fanout::ClusterFanoutArgs),
     /// C idle connections: server memory per connection, all held
     Idle(scenarios::idle::IdleArgs),
     /// Connect, join, close (half reset) N times: cycles/s and leaks
@@ -134,6 +135,7 @@ fn main() -> ExitCode {
         Command::Echo(args) => Box::new(args),
         Command::LobbyEcho(args) => Box::new(args),
         Command::Fanout(args) => Box::new(args),
+        Command::ClusterFanout(args) => Box::new(args),
         Command::Idle(args) => Box::new(args),
         Command::Churn(args) => Box::new(args),
         Command::Slow(args) => Box::new(args),

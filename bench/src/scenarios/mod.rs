@@ -2,6 +2,7 @@
 //! its figures and checks as an [`Outcome`].
 
 pub mod churn;
+pub mod cluster_fanout;
 pub mod echo;
 pub mod fanout;
 pub mod harness;
