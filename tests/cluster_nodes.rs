@@ -398,3 +398,25 @@ fn a_node_shut_down_gracefully_tells_the_other_nodes_members_shutdown() {
     stays.send("/nick goes");
     stays.expect("NICK stays goes");
 }
+
+#[test]
+fn a_private_message_reaches_a_nick_on_another_node_behind_the_sender_s_room_line() {
+    let Some(redis) = Redis::start() else { return };
+    let servers = nodes(&redis, 2, &[]);
+    let mut alice = servers[0].named("alice");
+    let mut bob = servers[1].named("bob");
+    alice.join_alone("hall");
+    bob.join_with("hall", &mut alice);
+    for k in 0..20 {
+        alice.send_raw(format!("line {k}\n/msg BOB psst {k}\n").as_bytes());
+        for member in [&mut alice, &mut bob] {
+            member.expect(&format!("MSG hall alice line {k}"));
+            member.expect(&format!("PRIVMSG alice bob psst {k}"));
+        }
+    }
+    bob.send("/msg alice back");
+    bob.expect("PRIVMSG bob alice back");
+    alice.expect("PRIVMSG bob alice back");
+    alice.send("/msg nobody hello");
+    alice.expect_err("no-such-nick");
+}

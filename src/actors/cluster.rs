@@ -42,7 +42,8 @@ use redis::{AsyncConnectionConfig, Cmd, Script, ServerErrorKind, Value};
 use tokio::sync::{Notify, mpsc};
 
 use super::directory::{Claim, FindName, Release};
-use super::dispatcher::{CloseAll, Deliver, Dispatcher, FindSession};
+use super::dispatcher::{CloseAll, Deliver, Dispatcher, FindSession, ToSession};
+use super::remote_peer::RemotePeer;
 use super::room_index::{ListFor, Snapshot};
 use super::sequencer::{Confirm, Join, Leave, Members, Publish, Rename, Requester, RoomRequest};
 use crate::cluster::{
@@ -52,7 +53,7 @@ use crate::event::{SharedEvent, Wire};
 use crate::handle::{RequestId, SessionHandle, SessionId};
 use crate::local::{Crossing, Link};
 use crate::reason::DisconnectReason;
-use crate::room::{Answer, Response, RoomList, RoomName};
+use crate::room::{Answer, Peer, Response, RoomList, RoomName};
 
 /// Most scripts sent to Redis in one pipeline.
 const MAX_BATCH: usize = 512;
@@ -60,8 +61,10 @@ const MAX_BATCH: usize = 512;
 /// Most stream entries read per room in one `XREAD`.
 const READ_COUNT: usize = 1024;
 
-/// How long one `XREAD` blocks waiting for entries, in milliseconds.
-const READ_BLOCK_MS: u64 = 1000;
+/// How long one `XREAD` blocks waiting for entries, in milliseconds. A room
+/// followed while the reader is blocked unblocks it (`CLIENT UNBLOCK`); if
+/// the unblock comes just before the read, the new room waits at most this.
+const READ_BLOCK_MS: u64 = 250;
 
 /// The reader's back-off between reconnection attempts: from the first to
 /// the last, doubling.
@@ -115,6 +118,7 @@ enum Tag {
     Find {
         requester: SessionHandle,
         request: RequestId,
+        cluster: Addr<Cluster>,
     },
     Rooms {
         requester: Option<(SessionHandle, RequestId)>,
@@ -137,6 +141,16 @@ enum Tag {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Depart;
+
+/// `event` for session `id` of another node (a `/msg`), through that
+/// node's direct stream.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Direct {
+    pub node: Arc<str>,
+    pub id: SessionId,
+    pub event: SharedEvent,
+}
 
 /// Results of one pipeline, in the order the scripts were sent.
 #[derive(Message)]
@@ -219,6 +233,10 @@ pub struct Cluster {
     /// data this node's state again.
     names: HashMap<SessionId, Arc<str>>,
     claims: HashMap<SessionId, Arc<str>>,
+    /// This node's direct stream (`ev:@NODE`) and the last entry of it
+    /// delivered.
+    direct: RoomName,
+    direct_last: u64,
 }
 
 impl Cluster {
@@ -232,6 +250,13 @@ impl Cluster {
         } = setup;
         let (ops, receiver) = mpsc::unbounded_channel();
         health.set(ClusterHealth::Connected);
+        let direct: RoomName = Arc::from(format!("@{}", joined.config.node_name));
+        let cursors = Cursors::default();
+        let cursors = Rc::new(RefCell::new(cursors));
+        cursors
+            .borrow_mut()
+            .rooms
+            .insert(direct.clone(), joined.direct);
         Cluster {
             node: Arc::from(joined.config.node_name.as_str()),
             config: joined.config,
@@ -244,13 +269,15 @@ impl Cluster {
             ops,
             start: Some((joined.commands, receiver)),
             rooms: HashMap::default(),
-            cursors: Rc::default(),
+            cursors,
             suspect: false,
             heartbeat_in_flight: false,
             departed: false,
             retry: Vec::new(),
             names: HashMap::default(),
             claims: HashMap::default(),
+            direct,
+            direct_last: joined.direct,
         }
     }
 
@@ -346,8 +373,29 @@ impl Cluster {
         self.cursors.borrow_mut().rooms.remove(room);
     }
 
+    /// Hands an entry of this node's direct stream to its session.
+    fn apply_direct(&mut self, seq: u64, entry: Entry) {
+        if seq <= self.direct_last {
+            return;
+        }
+        self.direct_last = seq;
+        let Some(id) = entry.add.and_then(|id| id.parse().ok()).map(SessionId) else {
+            return;
+        };
+        let Some(text) = entry.text else {
+            return;
+        };
+        let json = entry.json.unwrap_or_default();
+        let event = SharedEvent::new(Wired { text, json });
+        let thread = self.thread_of(id);
+        self.dispatchers[thread].do_send(ToSession::Event(id, event));
+    }
+
     /// Delivers one entry of `room`'s stream to the local members.
     fn apply(&mut self, room: &RoomName, seq: u64, entry: Entry) {
+        if *room == self.direct {
+            return self.apply_direct(seq, entry);
+        }
         let add = entry.add.as_deref().and_then(|m| self.ours(m));
         let remove = entry.remove.as_deref().and_then(|m| self.ours(m));
         let threads = self.links.len();
@@ -482,12 +530,19 @@ impl Cluster {
     /// names are gone from the cluster, so its sessions end as `node-down`
     /// and it registers anew for new sessions.
     fn declared_dead(&mut self) {
+        if self.departed {
+            // Its own leftovers, reaped as it leaves: nothing to bring back.
+            return;
+        }
         warn!(
             "cluster: node {} was declared dead by the cluster; closing its sessions (node-down)",
             self.node
         );
         let rooms: Vec<(RoomName, Sub)> = self.rooms.drain().collect();
-        self.cursors.borrow_mut().rooms.clear();
+        let mut cursors = self.cursors.borrow_mut();
+        cursors.rooms.clear();
+        cursors.rooms.insert(self.direct.clone(), self.direct_last);
+        drop(cursors);
         for (room, sub) in rooms {
             for (id, thread) in sub.members {
                 let deliver = Deliver {
@@ -643,18 +698,35 @@ impl Cluster {
                 Some("taken") => owner.answer(request, Answer::NameTaken { name }.into()),
                 _ => owner.answer(request, Answer::Unavailable { broadcast: false }.into()),
             },
-            Tag::Find { requester, request } => {
-                let holder = text(&value).and_then(|holder| {
-                    let (member, _) = holder.rsplit_once('/')?;
-                    self.ours(member)
+            Tag::Find {
+                requester,
+                request,
+                cluster,
+            } => {
+                let holder = text(&value);
+                let parts = holder.as_deref().and_then(|holder| {
+                    let (member, name) = holder.rsplit_once('/')?;
+                    let (node, id) = member.rsplit_once('/')?;
+                    Some((member, node, SessionId(id.parse().ok()?), name))
                 });
-                match holder {
-                    Some((id, thread)) => self.dispatchers[thread].do_send(FindSession {
-                        id,
-                        requester,
-                        request,
-                    }),
+                match parts {
                     None => requester.answer(request, Answer::Found(None).into()),
+                    Some((member, node, id, name)) => match self.ours(member) {
+                        Some((id, thread)) => self.dispatchers[thread].do_send(FindSession {
+                            id,
+                            requester,
+                            request,
+                        }),
+                        None => {
+                            let handle = RemotePeer::handle(Arc::from(node), id, cluster);
+                            let peer = Peer {
+                                id,
+                                name: Arc::from(name),
+                                handle,
+                            };
+                            requester.answer(request, Answer::Found(Some(peer)).into());
+                        }
+                    },
                 }
             }
             Tag::Rooms {
@@ -720,6 +792,8 @@ impl Cluster {
                         sub.last = 0;
                         cursors.rooms.insert(room.clone(), 0);
                     }
+                    self.direct_last = 0;
+                    cursors.rooms.insert(self.direct.clone(), 0);
                     drop(cursors);
                     for (_, sub) in self.rooms.iter_mut() {
                         let waiting: Vec<_> = sub.waiting.drain(..).collect();
@@ -771,7 +845,9 @@ impl Cluster {
             Tag::Claim { owner, request, .. } => {
                 owner.answer(request, Answer::Unavailable { broadcast: false }.into());
             }
-            Tag::Find { requester, request } => {
+            Tag::Find {
+                requester, request, ..
+            } => {
                 requester.answer(request, Answer::Unavailable { broadcast: false }.into());
             }
             Tag::Rooms {
@@ -1235,6 +1311,20 @@ impl Handler<RoomRequest> for Cluster {
     }
 }
 
+impl Handler<Direct> for Cluster {
+    type Result = ();
+
+    fn handle(&mut self, Direct { node, id, event }: Direct, _: &mut Context<Self>) {
+        if self.suspect {
+            return debug!("cluster: a line for {node}/{id} dropped: redis is unreachable");
+        }
+        let (text, json) = rendered(Some(&event));
+        let mut cmd = eval(&scripts::DIRECT);
+        cmd.arg(&*node).arg(id.0).arg(&text[..]).arg(&json[..]);
+        self.send(cmd, Tag::Ignore);
+    }
+}
+
 impl Handler<Depart> for Cluster {
     type Result = ResponseFuture<()>;
 
@@ -1263,7 +1353,10 @@ impl Handler<Done> for Cluster {
 impl Handler<Entries> for Cluster {
     type Result = ();
 
-    fn handle(&mut self, Entries(read): Entries, _: &mut Context<Self>) {
+    fn handle(&mut self, Entries(mut read): Entries, _: &mut Context<Self>) {
+        // Direct lines last: a `/msg` never overtakes a room line its sender
+        // published before it (both are read in one snapshot).
+        read.sort_by_key(|(room, _)| *room == self.direct);
         for (room, entries) in read {
             for (seq, entry) in entries {
                 self.apply(&room, seq, entry);
@@ -1325,7 +1418,7 @@ impl Handler<Release> for Cluster {
 impl Handler<FindName> for Cluster {
     type Result = ();
 
-    fn handle(&mut self, find: FindName, _: &mut Context<Self>) {
+    fn handle(&mut self, find: FindName, ctx: &mut Context<Self>) {
         let FindName {
             name,
             requester,
@@ -1336,7 +1429,15 @@ impl Handler<FindName> for Cluster {
         }
         let mut cmd = eval(&scripts::FIND);
         cmd.arg(name.to_ascii_lowercase());
-        self.send(cmd, Tag::Find { requester, request });
+        let cluster = ctx.address();
+        self.send(
+            cmd,
+            Tag::Find {
+                requester,
+                request,
+                cluster,
+            },
+        );
     }
 }
 

@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod directory;
 pub mod dispatcher;
 pub mod listener;
+pub mod remote_peer;
 pub mod room_index;
 pub mod sequencer;
 pub mod session;

@@ -5,7 +5,8 @@
 //! nothing is numbered without being published (or published unnumbered).
 //!
 //! Keys (all under `sb:`):
-//! - `seq:ROOM` the room's event counter; `ev:ROOM` its stream, entry ids
+//! - `seq:ROOM` the room's event counter (`seq:@NODE` and `ev:@NODE`: a
+//!   node's direct stream, for `/msg` from other nodes); `ev:ROOM` its stream, entry ids
 //!   `0-SEQ`, capped near [`STREAM_CAP`] entries and expiring
 //!   [`EMPTY_ROOM_TTL_SECS`] after the room empties;
 //! - `m:ROOM` members (sorted set, scored in join order), `n:ROOM` their
@@ -330,10 +331,16 @@ return 1
     )
 });
 
+/// ARGV: node, session, text, json. Appends an event for one session of
+/// `node` to that node's direct stream (`ev:@NODE`), which every node
+/// follows for itself. Answers its sequence number.
+pub(crate) static DIRECT: LazyLock<Script> =
+    LazyLock::new(|| script("return emit('@'..ARGV[1], 'd', ARGV[2], '', ARGV[3], ARGV[4])"));
+
 /// Every script, for loading them all after Redis restarted.
-pub(crate) fn all() -> [&'static Script; 14] {
+pub(crate) fn all() -> [&'static Script; 15] {
     [
         &JOIN, &CONFIRM, &LEAVE, &PUBLISH, &RENAME, &MEMBERS, &ROOMS, &CLAIM, &RELEASE, &FIND,
-        &REGISTER, &HEARTBEAT, &REAP, &RESEAT,
+        &REGISTER, &HEARTBEAT, &REAP, &RESEAT, &DIRECT,
     ]
 }
