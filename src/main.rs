@@ -93,9 +93,7 @@ impl Args {
             threads: self.threads.unwrap_or_else(config::default_threads),
         }
     }
-}
 
-impl Args {
     /// The cluster to join, if any; the node is named after the host and
     /// `port` unless `--node-name` says otherwise.
     fn cluster_config(&self, port: u16) -> Option<ClusterConfig> {

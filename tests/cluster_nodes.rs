@@ -176,6 +176,21 @@ fn a_full_room_admits_exactly_its_capacity_across_nodes() {
 }
 
 #[test]
+fn members_joining_at_once_on_two_nodes_each_read_their_who_right_after_their_join() {
+    let Some(redis) = Redis::start() else { return };
+    let servers = nodes(&redis, 2, &[]);
+    let mut clients: Vec<Client> = (0..16).map(|i| servers[i % 2].client()).collect();
+    for client in &mut clients {
+        client.send("/join crowd");
+    }
+    for client in &mut clients {
+        client.expect(&format!("JOIN crowd {}", client.nick));
+        let who = client.expect_prefix("WHO crowd ");
+        assert!(who.ends_with(&format!(" {}", client.nick)), "{who}");
+    }
+}
+
+#[test]
 fn a_killed_node_s_members_quit_once_as_node_down_on_every_survivor() {
     let Some(redis) = Redis::start() else { return };
     let mut servers = nodes(&redis, 3, &[]);

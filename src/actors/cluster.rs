@@ -194,6 +194,10 @@ struct Sub {
     /// Answers held until the event with this sequence number is
     /// delivered, in order.
     waiting: VecDeque<(u64, Requester, Response)>,
+    /// A local member's join event arrived before the reply to its join
+    /// (the reader outran the writer): the room's entries wait here until
+    /// the reply comes, so its `WHO` still follows its own `JOIN` at once.
+    held: Option<(SessionId, VecDeque<(u64, Entry)>)>,
 }
 
 impl Sub {
@@ -233,6 +237,8 @@ pub struct Cluster {
     /// data this node's state again.
     names: HashMap<SessionId, Arc<str>>,
     claims: HashMap<SessionId, Arc<str>>,
+    /// Joins (and confirms) sent and not answered yet, per session.
+    joins_in_flight: HashMap<SessionId, u32>,
     /// This node's direct stream (`ev:@NODE`) and the last entry of it
     /// delivered.
     direct: RoomName,
@@ -276,6 +282,7 @@ impl Cluster {
             retry: Vec::new(),
             names: HashMap::default(),
             claims: HashMap::default(),
+            joins_in_flight: HashMap::default(),
             direct,
             direct_last: joined.direct,
         }
@@ -348,6 +355,29 @@ impl Cluster {
         sub.waiting.push_back((seq, from, response));
     }
 
+    /// The reply to a join of `id` in `room` arrived (and its answer is
+    /// waiting or sent): entries held for it are applied now.
+    fn join_replied(&mut self, room: &RoomName, id: SessionId) {
+        if let Some(count) = self.joins_in_flight.get_mut(&id) {
+            *count -= 1;
+            if *count == 0 {
+                self.joins_in_flight.remove(&id);
+            }
+        }
+        let Some(sub) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if sub.held.as_ref().is_none_or(|(held, _)| *held != id) {
+            return;
+        }
+        let Some((_, entries)) = sub.held.take() else {
+            return;
+        };
+        for (seq, entry) in entries {
+            self.apply(room, seq, entry);
+        }
+    }
+
     /// Starts following `room`'s stream after `last`.
     fn follow(&mut self, room: RoomName, last: u64) {
         self.rooms.insert(
@@ -402,7 +432,16 @@ impl Cluster {
         let Some(sub) = self.rooms.get_mut(room) else {
             return;
         };
+        if let Some((_, held)) = &mut sub.held {
+            return held.push_back((seq, entry));
+        }
         if seq <= sub.last {
+            return;
+        }
+        if let Some((id, _)) = add
+            && self.joins_in_flight.contains_key(&id)
+        {
+            sub.held = Some((id, VecDeque::from([(seq, entry)])));
             return;
         }
         if seq > sub.last + 1 {
@@ -558,6 +597,7 @@ impl Cluster {
         }
         self.names.clear();
         self.claims.clear();
+        self.joins_in_flight.clear();
         self.retry.clear();
         for dispatcher in self.dispatchers.iter() {
             dispatcher.do_send(CloseAll(DisconnectReason::NodeDown));
@@ -649,14 +689,22 @@ impl Cluster {
                         room: room.clone(),
                         members,
                     };
-                    self.after(room, seq(), from, joined.into(), true);
+                    self.after(room.clone(), seq(), from, joined.into(), true);
+                    self.join_replied(&room, from.id);
                 }
-                "reserved" => self.answer(from, Response::Reserved),
+                "reserved" => {
+                    self.answer(from, Response::Reserved);
+                    self.join_replied(&room, from.id);
+                }
                 "full" => {
                     let capacity = self.capacity;
+                    self.join_replied(&room, from.id);
                     self.answer(from, Answer::RoomFull { room, capacity }.into());
                 }
-                _ => self.unavailable(from, false),
+                _ => {
+                    self.unavailable(from, false);
+                    self.join_replied(&room, from.id);
+                }
             },
             Tag::Leave { room, from } => {
                 if let Some(from) = from {
@@ -790,6 +838,7 @@ impl Cluster {
                     let mut cursors = self.cursors.borrow_mut();
                     for (room, sub) in self.rooms.iter_mut() {
                         sub.last = 0;
+                        sub.held = None;
                         cursors.rooms.insert(room.clone(), 0);
                     }
                     self.direct_last = 0;
@@ -827,9 +876,11 @@ impl Cluster {
     fn settle_failed(&mut self, op: Op) {
         self.failed();
         match op.tag {
-            Tag::Join { from, .. } | Tag::Rename { from, .. } | Tag::Members { from, .. } => {
-                self.unavailable(from, false)
+            Tag::Join { room, from } => {
+                self.unavailable(from, false);
+                self.join_replied(&room, from.id);
             }
+            Tag::Rename { from, .. } | Tag::Members { from, .. } => self.unavailable(from, false),
             Tag::Leave { from, .. } => match from {
                 Some(from) => self.unavailable(from, false),
                 None => self.retry.push(op.cmd),
@@ -888,6 +939,7 @@ impl Cluster {
                     return None;
                 }
                 self.names.insert(from.id, name.clone());
+                *self.joins_in_flight.entry(from.id).or_default() += 1;
                 let (text, json) = rendered(announce.as_ref());
                 let mut cmd = eval(&scripts::JOIN);
                 cmd.arg(&*room)
@@ -909,6 +961,7 @@ impl Cluster {
                     self.unavailable(from, false);
                     return None;
                 }
+                *self.joins_in_flight.entry(from.id).or_default() += 1;
                 let (text, json) = rendered(announce.as_ref());
                 let mut cmd = eval(&scripts::CONFIRM);
                 cmd.arg(&*room)

@@ -246,3 +246,26 @@ pub(crate) async fn join(config: ClusterConfig) -> Result<Joined, ClusterError> 
         direct: direct.unwrap_or(0),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_urls_and_timers_are_checked() {
+        let ok = ClusterConfig::new("redis://127.0.0.1:6379/", "lobby-a:7001");
+        assert!(ok.validate().is_ok());
+        let socket = ClusterConfig::new("/run/redis/redis.sock", "n1");
+        assert_eq!(socket.client_url(), "redis+unix:///run/redis/redis.sock");
+        assert!(socket.validate().is_ok());
+        for name in ["", "has space", "slash/y", &"x".repeat(65)] {
+            let bad = ClusterConfig::new("redis://127.0.0.1/", name);
+            assert!(matches!(bad.validate(), Err(ClusterError::BadNodeName(_))));
+        }
+        let url = ClusterConfig::new("ftp://somewhere/", "n1");
+        assert!(matches!(url.validate(), Err(ClusterError::BadUrl(..))));
+        let mut timers = ClusterConfig::new("redis://127.0.0.1/", "n1");
+        timers.timeout = timers.heartbeat;
+        assert!(matches!(timers.validate(), Err(ClusterError::BadTimers)));
+    }
+}
