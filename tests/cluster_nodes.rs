@@ -343,6 +343,25 @@ fn cluster_flags_refuse_nonsense_with_exit_2() {
         .output()
         .expect("run switchboard");
     assert_eq!(output.status.code(), Some(2));
+    // A Redis that is not there at start: one line, exit 1.
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--cluster",
+            "/nonexistent/redis.sock",
+        ])
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchboard");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("switchboard: cannot join the cluster: cannot reach redis"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 #[test]
