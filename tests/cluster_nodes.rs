@@ -454,3 +454,42 @@ fn a_private_message_reaches_a_nick_on_another_node_behind_the_sender_s_room_lin
     alice.send("/msg nobody hello");
     alice.expect_err("no-such-nick");
 }
+
+#[test]
+fn a_json_member_hears_of_a_killed_node_in_json() {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(redis) = Redis::start() else { return };
+    let url = redis.url();
+    let json_node = Server::start(&["--cluster", &url, "--json-bind", "127.0.0.1:0"]);
+    let doomed = Server::start(&["--cluster", &url]);
+    let stream = std::net::TcpStream::connect(json_node.listener_addr("json")).expect("connect");
+    stream
+        .set_read_timeout(Some(common::READ_TIMEOUT))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    let mut line = || {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a JSON line");
+        line
+    };
+    assert!(line().starts_with("{\"event\":\"welcome\""));
+    writer
+        .write_all(b"{\"cmd\":\"nick\",\"name\":\"jay\"}\n{\"cmd\":\"join\",\"room\":\"j\"}\n")
+        .expect("write");
+    for _ in 0..3 {
+        line(); // nick, join, who
+    }
+    let mut text = doomed.named("tex");
+    text.join("j");
+    assert_eq!(
+        line(),
+        "{\"event\":\"join\",\"room\":\"j\",\"nick\":\"tex\"}\n"
+    );
+    doomed.signal(libc::SIGKILL);
+    assert_eq!(
+        line(),
+        "{\"event\":\"quit\",\"room\":\"j\",\"nick\":\"tex\",\"reason\":\"node-down\"}\n"
+    );
+    drop(doomed);
+}
