@@ -4,13 +4,14 @@
 //!
 //! Each room request becomes one Lua script (see `crate::cluster::scripts`)
 //! that changes the room in Redis, numbers the event and appends it to the
-//! room's stream, atomically. A reader task follows the streams of exactly
-//! the rooms this node has members in (`XREAD`), and the actor hands each
-//! entry, in stream order, to the local threads that have members: one
-//! `Deliver` per thread, as the local sequencers do. So a broadcast crosses
-//! the network once per node, every node delivers a room's events in the one
-//! order Redis gave them, and a node that reconnects resumes each stream
-//! where it stopped: nothing is lost, repeated or reordered.
+//! stream of each node that has members in the room, atomically. A reader
+//! task follows this node's one stream (`XREAD`), which so holds exactly the
+//! rooms this node is in, and the actor hands each entry, in stream order,
+//! to the local threads that have members: one `Deliver` per thread, as the
+//! local sequencers do. So a broadcast crosses the network once per node,
+//! every node delivers a room's events in the one order Redis gave them, and
+//! a node that reconnects resumes its stream where it stopped: nothing is
+//! lost, repeated or reordered.
 //!
 //! A request's answer waits until the node has delivered the event the
 //! request caused, so a session still reads its own `JOIN` before its `WHO`.
@@ -39,7 +40,7 @@ use futures::channel::oneshot;
 use log::{debug, info, warn};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, Script, ServerErrorKind, Value};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::directory::{Claim, FindName, Release};
 use super::dispatcher::{CloseAll, Deliver, Dispatcher, FindSession, ToSession};
@@ -61,10 +62,9 @@ const MAX_BATCH: usize = 512;
 /// Most stream entries read per room in one `XREAD`.
 const READ_COUNT: usize = 1024;
 
-/// How long one `XREAD` blocks waiting for entries, in milliseconds. A room
-/// followed while the reader is blocked unblocks it (`CLIENT UNBLOCK`); if
-/// the unblock comes just before the read, the new room waits at most this.
-const READ_BLOCK_MS: u64 = 250;
+/// How long one `XREAD` blocks waiting for entries, in milliseconds (the
+/// reader checks between reads whether the node is still running).
+const READ_BLOCK_MS: u64 = 1000;
 
 /// The reader's back-off between reconnection attempts: from the first to
 /// the last, doubling.
@@ -157,10 +157,14 @@ pub(crate) struct Direct {
 #[rtype(result = "()")]
 struct Done(Vec<(Op, Result<Value, String>)>);
 
-/// Entries the reader took from room streams, in stream order per room.
+/// One entry of this node's stream: a room event (its room and sequence
+/// number) or a direct line (no room).
+type Read = (Option<(RoomName, u64)>, Entry);
+
+/// Entries the reader took from this node's stream, in stream order.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Entries(Vec<(RoomName, Vec<(u64, Entry)>)>);
+struct Entries(Vec<Read>);
 
 /// One event of a room's stream.
 #[derive(Debug, Default)]
@@ -172,16 +176,19 @@ struct Entry {
     json: Option<Bytes>,
 }
 
-/// What the reader task and the actor share (one thread).
-#[derive(Default)]
-struct Cursors {
-    /// Room → the last sequence number read of its stream.
-    rooms: HashMap<RoomName, u64>,
-    /// The reader connection's `CLIENT ID`, to unblock its `XREAD`.
-    client_id: Option<i64>,
-    /// Wakes the reader when it follows no room yet.
-    wake: Rc<Notify>,
-}
+/// The reader's connection broke: until a heartbeat has checked Redis's
+/// data, what it reads next is held back.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReaderLost;
+
+/// Where the reader is in this node's stream: the id of the last entry
+/// read. Shared by the reader task and the actor (one thread): the actor
+/// starts it again when Redis lost its data.
+type Cursor = Rc<RefCell<String>>;
+
+/// Where a node's stream starts.
+const STREAM_START: &str = "0-0";
 
 /// A room this node has members in.
 #[derive(Default)]
@@ -224,7 +231,7 @@ pub struct Cluster {
     /// Taken by `started`.
     start: Option<(ConnectionManager, mpsc::UnboundedReceiver<Op>)>,
     rooms: HashMap<RoomName, Sub>,
-    cursors: Rc<RefCell<Cursors>>,
+    cursor: Cursor,
     /// Until a heartbeat confirms that Redis still holds this node's data
     /// (after any failure), requests are answered `unavailable`.
     suspect: bool,
@@ -237,12 +244,11 @@ pub struct Cluster {
     /// data this node's state again.
     names: HashMap<SessionId, Arc<str>>,
     claims: HashMap<SessionId, Arc<str>>,
+    /// Entries read while `suspect`: applied once a heartbeat confirms
+    /// Redis's data, dropped (and read again) if Redis lost it.
+    parked: Vec<Read>,
     /// Joins (and confirms) sent and not answered yet, per session.
     joins_in_flight: HashMap<SessionId, u32>,
-    /// This node's direct stream (`ev:@NODE`) and the last entry of it
-    /// delivered.
-    direct: RoomName,
-    direct_last: u64,
 }
 
 impl Cluster {
@@ -256,13 +262,6 @@ impl Cluster {
         } = setup;
         let (ops, receiver) = mpsc::unbounded_channel();
         health.set(ClusterHealth::Connected);
-        let direct: RoomName = Arc::from(format!("@{}", joined.config.node_name));
-        let cursors = Cursors::default();
-        let cursors = Rc::new(RefCell::new(cursors));
-        cursors
-            .borrow_mut()
-            .rooms
-            .insert(direct.clone(), joined.direct);
         Cluster {
             node: Arc::from(joined.config.node_name.as_str()),
             config: joined.config,
@@ -275,7 +274,7 @@ impl Cluster {
             ops,
             start: Some((joined.commands, receiver)),
             rooms: HashMap::default(),
-            cursors,
+            cursor: Rc::new(RefCell::new(STREAM_START.to_owned())),
             suspect: false,
             heartbeat_in_flight: false,
             departed: false,
@@ -283,8 +282,7 @@ impl Cluster {
             names: HashMap::default(),
             claims: HashMap::default(),
             joins_in_flight: HashMap::default(),
-            direct,
-            direct_last: joined.direct,
+            parked: Vec::new(),
         }
     }
 
@@ -378,37 +376,30 @@ impl Cluster {
         }
     }
 
-    /// Starts following `room`'s stream after `last`.
-    fn follow(&mut self, room: RoomName, last: u64) {
-        self.rooms.insert(
-            room.clone(),
-            Sub {
-                last,
-                ..Sub::default()
-            },
-        );
-        let mut cursors = self.cursors.borrow_mut();
-        cursors.rooms.insert(room, last);
-        cursors.wake.notify_one();
-        if let Some(id) = cursors.client_id {
-            let mut unblock = redis::cmd("CLIENT");
-            unblock.arg("UNBLOCK").arg(id);
-            drop(cursors);
-            self.send(unblock, Tag::Ignore);
+    fn apply_all(&mut self, read: Vec<Read>) {
+        for (room, entry) in read {
+            match room {
+                Some((room, seq)) => self.apply(&room, seq, entry),
+                None => self.apply_direct(entry),
+            }
         }
+    }
+
+    /// Starts delivering `room`'s events after `last`.
+    fn follow(&mut self, room: RoomName, last: u64) {
+        let sub = Sub {
+            last,
+            ..Sub::default()
+        };
+        self.rooms.insert(room, sub);
     }
 
     fn unfollow(&mut self, room: &RoomName) {
         self.rooms.remove(room);
-        self.cursors.borrow_mut().rooms.remove(room);
     }
 
-    /// Hands an entry of this node's direct stream to its session.
-    fn apply_direct(&mut self, seq: u64, entry: Entry) {
-        if seq <= self.direct_last {
-            return;
-        }
-        self.direct_last = seq;
+    /// Hands a direct line of this node's stream to its session.
+    fn apply_direct(&mut self, entry: Entry) {
         let Some(id) = entry.add.and_then(|id| id.parse().ok()).map(SessionId) else {
             return;
         };
@@ -423,12 +414,14 @@ impl Cluster {
 
     /// Delivers one entry of `room`'s stream to the local members.
     fn apply(&mut self, room: &RoomName, seq: u64, entry: Entry) {
-        if *room == self.direct {
-            return self.apply_direct(seq, entry);
-        }
         let add = entry.add.as_deref().and_then(|m| self.ours(m));
         let remove = entry.remove.as_deref().and_then(|m| self.ours(m));
         let threads = self.links.len();
+        if add.is_some() && !self.rooms.contains_key(room) {
+            // A member of this node joins: its room is followed from here
+            // (the reply to its join may come before or after this).
+            self.follow(room.clone(), seq - 1);
+        }
         let Some(sub) = self.rooms.get_mut(room) else {
             return;
         };
@@ -578,10 +571,6 @@ impl Cluster {
             self.node
         );
         let rooms: Vec<(RoomName, Sub)> = self.rooms.drain().collect();
-        let mut cursors = self.cursors.borrow_mut();
-        cursors.rooms.clear();
-        cursors.rooms.insert(self.direct.clone(), self.direct_last);
-        drop(cursors);
         for (room, sub) in rooms {
             for (id, thread) in sub.members {
                 let deliver = Deliver {
@@ -598,6 +587,7 @@ impl Cluster {
         self.names.clear();
         self.claims.clear();
         self.joins_in_flight.clear();
+        self.parked.clear();
         self.retry.clear();
         for dispatcher in self.dispatchers.iter() {
             dispatcher.do_send(CloseAll(DisconnectReason::NodeDown));
@@ -804,6 +794,8 @@ impl Cluster {
                     "ok" => {
                         self.set_health(ClusterHealth::Connected);
                         self.suspect = false;
+                        let parked = std::mem::take(&mut self.parked);
+                        self.apply_all(parked);
                         for cmd in std::mem::take(&mut self.retry) {
                             self.send(cmd, Tag::Cleanup);
                         }
@@ -832,18 +824,15 @@ impl Cluster {
                     return;
                 };
                 if epoch != self.epoch {
-                    // A new incarnation of Redis's data: every room's stream
-                    // starts again at 1.
+                    // A new incarnation of Redis's data: every room's
+                    // numbers start again at 1, and this node's stream anew.
                     self.epoch = epoch;
-                    let mut cursors = self.cursors.borrow_mut();
-                    for (room, sub) in self.rooms.iter_mut() {
+                    for sub in self.rooms.values_mut() {
                         sub.last = 0;
                         sub.held = None;
-                        cursors.rooms.insert(room.clone(), 0);
                     }
-                    self.direct_last = 0;
-                    cursors.rooms.insert(self.direct.clone(), 0);
-                    drop(cursors);
+                    *self.cursor.borrow_mut() = STREAM_START.to_owned();
+                    self.parked.clear();
                     for (_, sub) in self.rooms.iter_mut() {
                         let waiting: Vec<_> = sub.waiting.drain(..).collect();
                         for (_, from, response) in waiting {
@@ -855,12 +844,6 @@ impl Cluster {
                                 link.send(Crossing::Deliver(deliver));
                             }
                         }
-                    }
-                    let id = self.cursors.borrow().client_id;
-                    if let Some(id) = id {
-                        let mut unblock = redis::cmd("CLIENT");
-                        unblock.arg("UNBLOCK").arg(id);
-                        self.send(unblock, Tag::Ignore);
                     }
                 }
                 self.heartbeat_in_flight = false;
@@ -1117,63 +1100,64 @@ fn int(value: &Value) -> Option<i64> {
     }
 }
 
-fn bytes_of(value: &Value) -> Option<Bytes> {
-    match value {
-        Value::BulkString(bytes) => Some(Bytes::copy_from_slice(bytes)),
-        Value::SimpleString(text) => Some(Bytes::copy_from_slice(text.as_bytes())),
+/// Reads an `XREAD` reply of one stream: its entries in order, with the
+/// id of the last.
+fn parse_entries(value: Value) -> (Vec<Read>, Option<String>) {
+    let stream = match value {
+        Value::Map(mut pairs) => pairs.pop().map(|(_, entries)| entries),
+        Value::Array(mut streams) => streams.pop().and_then(|stream| match stream {
+            Value::Array(mut parts) if parts.len() == 2 => parts.pop(),
+            _ => None,
+        }),
         _ => None,
-    }
-}
-
-/// Reads an `XREAD` reply: per stream, its entries in order.
-fn parse_streams(value: &Value) -> Vec<(RoomName, Vec<(u64, Entry)>)> {
-    let streams: Vec<(Value, Value)> = match value {
-        Value::Map(pairs) => pairs.clone(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|stream| {
-                let parts = array(stream);
-                Some((parts.first()?.clone(), parts.get(1)?.clone()))
-            })
-            .collect(),
-        _ => Vec::new(),
     };
-    let mut out = Vec::new();
-    for (key, entries) in streams {
-        let Some(room) = text(&key).and_then(|key| key.strip_prefix("sb:ev:").map(str::to_owned))
-        else {
+    let Some(Value::Array(items)) = stream else {
+        return (Vec::new(), None);
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut last_id = None;
+    for item in items {
+        let Value::Array(mut parts) = item else {
             continue;
         };
-        let mut read = Vec::new();
-        for item in array(&entries) {
-            let parts = array(&item);
-            let Some(seq) = parts
-                .first()
-                .and_then(text)
-                .and_then(|id| id.strip_prefix("0-").and_then(|seq| seq.parse().ok()))
-            else {
+        let (Some(fields), Some(id)) = (parts.pop(), parts.pop()) else {
+            continue;
+        };
+        last_id = text(&id).or(last_id);
+        let fields = match fields {
+            Value::Array(fields) => fields,
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => continue,
+        };
+        let mut entry = Entry::default();
+        let (mut room, mut seq) = (None, None);
+        let mut fields = fields.into_iter();
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            let Value::BulkString(name) = name else {
                 continue;
             };
-            let fields = parts.get(1).map(array).unwrap_or_default();
-            let mut entry = Entry::default();
-            for pair in fields.chunks(2) {
-                let (Some(name), Some(value)) = (pair.first().and_then(text), pair.get(1)) else {
-                    continue;
-                };
-                match name.as_str() {
-                    "k" => entry.kind = bytes_of(value).unwrap_or_default(),
-                    "a" => entry.add = text(value),
-                    "r" => entry.remove = text(value),
-                    "t" => entry.text = bytes_of(value),
-                    "j" => entry.json = bytes_of(value),
-                    _ => {}
-                }
+            match name.as_slice() {
+                b"o" => room = text(&value).map(RoomName::from),
+                b"s" => seq = int(&value).map(|seq| seq as u64),
+                b"k" => entry.kind = into_bytes(value).unwrap_or_default(),
+                b"a" => entry.add = text(&value),
+                b"r" => entry.remove = text(&value),
+                b"t" => entry.text = into_bytes(value),
+                b"j" => entry.json = into_bytes(value),
+                _ => {}
             }
-            read.push((seq, entry));
         }
-        out.push((Arc::from(room), read));
+        out.push((room.zip(seq), entry));
     }
-    out
+    (out, last_id)
+}
+
+fn into_bytes(value: Value) -> Option<Bytes> {
+    match value {
+        Value::BulkString(bytes) => Some(Bytes::from(bytes)),
+        Value::SimpleString(text) => Some(Bytes::from(text)),
+        _ => None,
+    }
 }
 
 /// Sends scripts to Redis in order, as many per pipeline as are queued.
@@ -1245,19 +1229,16 @@ async fn run_batch(con: &mut ConnectionManager, batch: &[Op]) -> Vec<Result<Valu
         .collect()
 }
 
-/// Follows the streams of the rooms in `cursors`, reconnecting with
-/// back-off; what it reads goes to the actor in stream order.
-async fn read_loop(client: redis::Client, cursors: Rc<RefCell<Cursors>>, actor: Addr<Cluster>) {
+/// Follows this node's stream from `cursor`, reconnecting with back-off;
+/// what it reads goes to the actor in stream order.
+async fn read_loop(client: redis::Client, key: String, cursor: Cursor, actor: Addr<Cluster>) {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(RESPONSE_TIMEOUT))
         .set_response_timeout(Some(
             Duration::from_millis(READ_BLOCK_MS) + RESPONSE_TIMEOUT,
         ));
     let mut backoff = BACKOFF.0;
-    loop {
-        if !actor.connected() {
-            return;
-        }
+    while actor.connected() {
         let connected = client
             .get_multiplexed_async_connection_with_config(&config)
             .await;
@@ -1270,32 +1251,9 @@ async fn read_loop(client: redis::Client, cursors: Rc<RefCell<Cursors>>, actor: 
                 continue;
             }
         };
-        match redis::cmd("CLIENT").arg("ID").query_async(&mut con).await {
-            Ok(id) => cursors.borrow_mut().client_id = Some(id),
-            Err(error) => {
-                debug!("cluster: reader cannot ask its id: {error}");
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-        }
         backoff = BACKOFF.0;
-        loop {
-            let (keys, ids): (Vec<String>, Vec<String>) = {
-                let cursors = cursors.borrow();
-                let rooms = cursors.rooms.iter();
-                rooms
-                    .map(|(room, seq)| (format!("sb:ev:{room}"), format!("0-{seq}")))
-                    .unzip()
-            };
-            if keys.is_empty() {
-                let wake = cursors.borrow().wake.clone();
-                let _ = tokio::time::timeout(Duration::from_millis(READ_BLOCK_MS), wake.notified())
-                    .await;
-                if !actor.connected() {
-                    return;
-                }
-                continue;
-            }
+        while actor.connected() {
+            let from = cursor.borrow().clone();
             let mut xread = redis::cmd("XREAD");
             xread
                 .arg("COUNT")
@@ -1303,31 +1261,27 @@ async fn read_loop(client: redis::Client, cursors: Rc<RefCell<Cursors>>, actor: 
                 .arg("BLOCK")
                 .arg(READ_BLOCK_MS)
                 .arg("STREAMS")
-                .arg(&keys)
-                .arg(&ids);
+                .arg(&key)
+                .arg(&from);
             match xread.query_async::<Value>(&mut con).await {
                 Ok(Value::Nil) => {}
                 Ok(value) => {
-                    let read = parse_streams(&value);
-                    let mut state = cursors.borrow_mut();
-                    for (room, entries) in &read {
-                        if let (Some(cursor), Some((last, _))) =
-                            (state.rooms.get_mut(room), entries.last())
-                        {
-                            *cursor = (*cursor).max(*last);
+                    let (entries, last) = parse_entries(value);
+                    // Unless the actor started the stream anew meanwhile.
+                    let mut at = cursor.borrow_mut();
+                    if *at == from {
+                        if let Some(last) = last {
+                            *at = last;
                         }
+                        drop(at);
+                        actor.do_send(Entries(entries));
                     }
-                    drop(state);
-                    actor.do_send(Entries(read));
                 }
                 Err(error) => {
                     debug!("cluster: reader lost redis: {error}");
-                    cursors.borrow_mut().client_id = None;
+                    actor.do_send(ReaderLost);
                     break;
                 }
-            }
-            if !actor.connected() {
-                return;
             }
         }
     }
@@ -1340,7 +1294,8 @@ impl Actor for Cluster {
         if let Some((con, ops)) = self.start.take() {
             actix::spawn(write_loop(con, ops, ctx.address()));
         }
-        let reader = read_loop(self.client.clone(), self.cursors.clone(), ctx.address());
+        let key = format!("sb:nev:{}", self.node);
+        let reader = read_loop(self.client.clone(), key, self.cursor.clone(), ctx.address());
         actix::spawn(reader);
         ctx.run_interval(self.config.heartbeat, |cluster, _| cluster.heartbeat());
         info!(
@@ -1406,15 +1361,20 @@ impl Handler<Done> for Cluster {
 impl Handler<Entries> for Cluster {
     type Result = ();
 
-    fn handle(&mut self, Entries(mut read): Entries, _: &mut Context<Self>) {
-        // Direct lines last: a `/msg` never overtakes a room line its sender
-        // published before it (both are read in one snapshot).
-        read.sort_by_key(|(room, _)| *room == self.direct);
-        for (room, entries) in read {
-            for (seq, entry) in entries {
-                self.apply(&room, seq, entry);
-            }
+    fn handle(&mut self, Entries(read): Entries, _: &mut Context<Self>) {
+        if self.suspect {
+            return self.parked.extend(read);
         }
+        self.apply_all(read);
+    }
+}
+
+impl Handler<ReaderLost> for Cluster {
+    type Result = ();
+
+    fn handle(&mut self, _: ReaderLost, _: &mut Context<Self>) {
+        self.failed();
+        self.heartbeat();
     }
 }
 

@@ -172,9 +172,6 @@ pub(crate) struct Joined {
     /// The node's number in the cluster: its session ids start at
     /// `number × ID_SPAN`.
     pub number: u64,
-    /// Where the node's direct stream (`/msg` from other nodes) stands:
-    /// it follows what comes after.
-    pub direct: u64,
 }
 
 /// Session ids of one node: node `n` numbers its sessions from `n × ID_SPAN
@@ -232,18 +229,12 @@ pub(crate) async fn join(config: ClusterConfig) -> Result<Joined, ClusterError> 
         .invoke_async(&mut commands)
         .await
         .map_err(unreachable)?;
-    let direct: Option<u64> = redis::cmd("GET")
-        .arg(format!("sb:seq:@{}", config.node_name))
-        .query_async(&mut commands)
-        .await
-        .map_err(unreachable)?;
     Ok(Joined {
         config,
         client,
         commands,
         epoch,
         number,
-        direct: direct.unwrap_or(0),
     })
 }
 

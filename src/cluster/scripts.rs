@@ -1,14 +1,19 @@
 //! The Lua scripts that make every cluster operation atomic in Redis.
 //!
-//! Each room operation numbers its event and appends it to the room's
-//! stream in one script, so a room's order is the order of its stream and
-//! nothing is numbered without being published (or published unnumbered).
+//! Each room operation numbers its event and appends it, in one script, to
+//! the stream of every node that has members in the room, so each node reads
+//! one stream (its own) in which every room it is in has its events in the
+//! room's one order, and nothing is numbered without being published (or
+//! published unnumbered).
 //!
 //! Keys (all under `sb:`):
-//! - `seq:ROOM` the room's event counter (`seq:@NODE` and `ev:@NODE`: a
-//!   node's direct stream, for `/msg` from other nodes); `ev:ROOM` its stream, entry ids
-//!   `0-SEQ`, capped near [`STREAM_CAP`] entries and expiring
-//!   [`EMPTY_ROOM_TTL_SECS`] after the room empties;
+//! - `seq:ROOM` the room's event counter (kept while the name is used:
+//!   a node may still hold the room's last number);
+//! - `rn:ROOM` node → seats it holds in the room: the nodes an event goes to;
+//! - `nev:NODE` the node's stream: room events (fields `o` room, `s` seq,
+//!   `k` kind, `a` member added, `r` member removed, `t`/`j` the event as
+//!   text and JSON) and direct lines for one of its sessions (`k` = `d`,
+//!   `a` = the session), capped near [`STREAM_CAP`] entries;
 //! - `m:ROOM` members (sorted set, scored in join order), `n:ROOM` their
 //!   names, `rsv:ROOM` seats held but not announced; a member is
 //!   `NODE/SESSION`;
@@ -25,25 +30,34 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Stream entries kept per room, roughly (`XADD MAXLEN ~`): how far a node
-/// may fall behind a room before it misses events.
-pub(crate) const STREAM_CAP: usize = 10_000;
-
-/// How long an empty room's stream is kept, in seconds.
-pub(crate) const EMPTY_ROOM_TTL_SECS: u64 = 300;
+/// Stream entries kept per node, roughly (`XADD MAXLEN ~`): how far a node
+/// may fall behind before it misses events.
+pub(crate) const STREAM_CAP: usize = 100_000;
 
 const PRELUDE: &str = r#"
 local P = 'sb:'
-local function emit(room, kind, add, rem, text, json)
-  local seq = redis.call('INCR', P..'seq:'..room)
-  local args = {'XADD', P..'ev:'..room, 'MAXLEN', '~', ARGV_CAP, '0-'..seq, 'k', kind}
-  if add ~= '' then args[#args+1] = 'a'; args[#args+1] = add end
-  if rem ~= '' then args[#args+1] = 'r'; args[#args+1] = rem end
-  if text ~= '' then
-    args[#args+1] = 't'; args[#args+1] = text
-    args[#args+1] = 'j'; args[#args+1] = json
-  end
+local function xadd(node, fields)
+  local args = {'XADD', P..'nev:'..node, 'MAXLEN', '~', ARGV_CAP, '*'}
+  for _, field in ipairs(fields) do args[#args+1] = field end
   redis.call(unpack(args))
+end
+-- Numbers an event of room and appends it to the stream of every node
+-- with seats in the room, and of extra (a node that just left) too.
+local function emit(room, kind, add, rem, text, json, extra)
+  local seq = redis.call('INCR', P..'seq:'..room)
+  local fields = {'o', room, 's', seq, 'k', kind}
+  if add ~= '' then fields[#fields+1] = 'a'; fields[#fields+1] = add end
+  if rem ~= '' then fields[#fields+1] = 'r'; fields[#fields+1] = rem end
+  if text ~= '' then
+    fields[#fields+1] = 't'; fields[#fields+1] = text
+    fields[#fields+1] = 'j'; fields[#fields+1] = json
+  end
+  local sent = false
+  for _, node in ipairs(redis.call('HKEYS', P..'rn:'..room)) do
+    xadd(node, fields)
+    if node == extra then sent = true end
+  end
+  if extra and extra ~= '' and not sent then xadd(extra, fields) end
   return seq
 end
 local function announced(room)
@@ -54,10 +68,12 @@ local function count(room)
   if n > 0 then redis.call('HSET', P..'rooms', room, n) else redis.call('HDEL', P..'rooms', room) end
   return n
 end
-local function expire_if_empty(room)
-  if redis.call('ZCARD', P..'m:'..room) == 0 then
-    redis.call('EXPIRE', P..'ev:'..room, ARGV_TTL)
-  end
+-- Seats member m (of node, session sid) in room under name.
+local function seat(room, node, sid, m, name)
+  redis.call('ZADD', P..'m:'..room, redis.call('INCR', P..'ord'), m)
+  redis.call('HSET', P..'n:'..room, m, name)
+  redis.call('SADD', P..'nr:'..node, sid..'/'..room)
+  redis.call('HINCRBY', P..'rn:'..room, node, 1)
 end
 local function names(room)
   local out = {}
@@ -84,6 +100,9 @@ local function unseat(room, node, sid, m)
   redis.call('ZREM', P..'m:'..room, m)
   redis.call('HDEL', P..'n:'..room, m)
   redis.call('SREM', P..'nr:'..node, sid..'/'..room)
+  if redis.call('HINCRBY', P..'rn:'..room, node, -1) <= 0 then
+    redis.call('HDEL', P..'rn:'..room, node)
+  end
   count(room)
   return held, name
 end
@@ -91,9 +110,7 @@ end
 
 /// Builds a script from the prelude and `body`.
 fn script(body: &str) -> Script {
-    let prelude = PRELUDE
-        .replace("ARGV_CAP", &format!("'{STREAM_CAP}'"))
-        .replace("ARGV_TTL", &EMPTY_ROOM_TTL_SECS.to_string());
+    let prelude = PRELUDE.replace("ARGV_CAP", &format!("'{STREAM_CAP}'"));
     Script::new(&format!("{prelude}\n{body}"))
 }
 
@@ -113,14 +130,11 @@ if redis.call('ZSCORE', mk, m) then
   return {'joined', 0, names(room)}
 end
 if redis.call('ZCARD', mk) >= cap then return {'full'} end
-redis.call('ZADD', mk, redis.call('INCR', P..'ord'), m)
-redis.call('HSET', P..'n:'..room, m, name)
-redis.call('SADD', P..'nr:'..node, sid..'/'..room)
+seat(room, node, sid, m, name)
 if reserve then
   redis.call('SADD', P..'rsv:'..room, m)
   return {'reserved'}
 end
-redis.call('PERSIST', P..'ev:'..room)
 count(room)
 local seq = emit(room, 'j', m, '', ARGV[7], ARGV[8])
 return {'joined', seq, names(room)}
@@ -140,7 +154,6 @@ local mk = P..'m:'..room
 if not redis.call('ZSCORE', mk, m) then return {'full'} end
 if redis.call('SREM', P..'rsv:'..room, m) == 0 then return {'joined', 0, names(room)} end
 redis.call('ZADD', mk, redis.call('INCR', P..'ord'), m)
-redis.call('PERSIST', P..'ev:'..room)
 count(room)
 local seq = emit(room, 'j', m, '', ARGV[4], ARGV[5])
 return {'joined', seq, names(room)}
@@ -156,14 +169,9 @@ pub(crate) static LEAVE: LazyLock<Script> = LazyLock::new(|| {
 local room, node, sid = ARGV[1], ARGV[2], ARGV[3]
 local m = node..'/'..sid
 local held = unseat(room, node, sid, m)
-if held == nil then return {'none'} end
-if held then
-  expire_if_empty(room)
-  return {'none'}
-end
-local seq = emit(room, 'l', '', m, ARGV[4], ARGV[5])
-expire_if_empty(room)
-return {'left', seq}
+if held == nil or held then return {'none'} end
+-- The leaver's node hears its LEAVE even if it has no seat left there.
+return {'left', emit(room, 'l', '', m, ARGV[4], ARGV[5], node)}
 "#,
     )
 });
@@ -297,7 +305,6 @@ for _, seat in ipairs(redis.call('SMEMBERS', P..'nr:'..dead)) do
     emit(room, 'q', '', m, text, json)
     told = told + 1
   end
-  if held ~= nil then expire_if_empty(room) end
 end
 redis.call('DEL', P..'nr:'..dead)
 local owner = dead..'/'
@@ -308,6 +315,7 @@ for _, key in ipairs(redis.call('SMEMBERS', P..'nn:'..dead)) do
   end
 end
 redis.call('DEL', P..'nn:'..dead)
+redis.call('DEL', P..'nev:'..dead)
 return told
 "#,
     )
@@ -321,21 +329,18 @@ pub(crate) static RESEAT: LazyLock<Script> = LazyLock::new(|| {
 local room, node, sid = ARGV[1], ARGV[2], ARGV[3]
 local m = node..'/'..sid
 if redis.call('ZSCORE', P..'m:'..room, m) then return 0 end
-redis.call('ZADD', P..'m:'..room, redis.call('INCR', P..'ord'), m)
-redis.call('HSET', P..'n:'..room, m, ARGV[4])
-redis.call('SADD', P..'nr:'..node, sid..'/'..room)
-redis.call('PERSIST', P..'ev:'..room)
+seat(room, node, sid, m, ARGV[4])
 count(room)
 return 1
 "#,
     )
 });
 
-/// ARGV: node, session, text, json. Appends an event for one session of
-/// `node` to that node's direct stream (`ev:@NODE`), which every node
-/// follows for itself. Answers its sequence number.
-pub(crate) static DIRECT: LazyLock<Script> =
-    LazyLock::new(|| script("return emit('@'..ARGV[1], 'd', ARGV[2], '', ARGV[3], ARGV[4])"));
+/// ARGV: node, session, text, json. Appends a line for one session of
+/// `node` to that node's stream, behind every room event appended before.
+pub(crate) static DIRECT: LazyLock<Script> = LazyLock::new(|| {
+    script("xadd(ARGV[1], {'k', 'd', 'a', ARGV[2], 't', ARGV[3], 'j', ARGV[4]}) return 'ok'")
+});
 
 /// Every script, for loading them all after Redis restarted.
 pub(crate) fn all() -> [&'static Script; 15] {
