@@ -166,7 +166,7 @@ type Read = (Option<(RoomName, u64)>, Entry);
 #[rtype(result = "()")]
 struct Entries(Vec<Read>);
 
-/// One event of a room's stream.
+/// One entry of this node's stream: a room event or a direct line.
 #[derive(Debug, Default)]
 struct Entry {
     kind: Bytes,
@@ -439,7 +439,7 @@ impl Cluster {
         }
         if seq > sub.last + 1 {
             warn!(
-                "cluster: room {room} skipped events {}..{} (trimmed from its stream)",
+                "cluster: room {room} skipped events {}..{} (this node fell behind its stream's cap)",
                 sub.last + 1,
                 seq - 1
             );
