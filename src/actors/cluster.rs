@@ -1485,3 +1485,61 @@ impl Handler<Snapshot> for Cluster {
         Box::pin(async move { list.await.unwrap_or_default() })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn an_xread_reply_becomes_room_events_and_direct_lines_in_order() {
+        let room_event = Value::Array(vec![
+            bulk("1700000000000-0"),
+            Value::Array(
+                [
+                    "o",
+                    "hall",
+                    "s",
+                    "7",
+                    "k",
+                    "j",
+                    "a",
+                    "n1/5",
+                    "t",
+                    "JOIN hall a\n",
+                    "j",
+                    "{}\n",
+                ]
+                .map(bulk)
+                .to_vec(),
+            ),
+        ]);
+        let direct = Value::Array(vec![
+            bulk("1700000000000-1"),
+            Value::Array(
+                ["k", "d", "a", "9", "t", "PRIVMSG a b hi\n", "j", "{}\n"]
+                    .map(bulk)
+                    .to_vec(),
+            ),
+        ]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("sb:nev:n1"),
+            Value::Array(vec![room_event, direct]),
+        ])]);
+        let (entries, last) = parse_entries(reply);
+        assert_eq!(last.as_deref(), Some("1700000000000-1"));
+        assert_eq!(entries.len(), 2);
+        let (room, join) = &entries[0];
+        assert_eq!(room, &Some((RoomName::from("hall"), 7)));
+        assert_eq!(&*join.kind, b"j");
+        assert_eq!(join.add.as_deref(), Some("n1/5"));
+        assert_eq!(join.text.as_deref(), Some(&b"JOIN hall a\n"[..]));
+        let (room, line) = &entries[1];
+        assert_eq!(room, &None);
+        assert_eq!(line.add.as_deref(), Some("9"));
+        assert_eq!(parse_entries(Value::Nil).0.len(), 0);
+    }
+}
