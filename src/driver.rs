@@ -327,6 +327,10 @@ impl Driver {
     /// goes out (and the slot waits again) or the slot is settled.
     fn advance(&mut self, request: RequestId, step: Step, response: Response) -> Slot {
         match (step, response) {
+            // A broadcast the cluster could not take is the protocol's to tell.
+            (Step::Publish, Response::Answer(answer @ Answer::Unavailable { .. })) => {
+                Slot::Answer(answer)
+            }
             (Step::Publish, _) => Slot::Done,
             (
                 Step::Reserve {
@@ -361,7 +365,7 @@ impl Driver {
                 if let Some(released) = self.rare().claimed.replace(name.clone())
                     && !released.eq_ignore_ascii_case(&name)
                 {
-                    self.registry.directory(&released).do_send(Release {
+                    self.registry.release(Release {
                         name: released,
                         owner: self.id,
                     });
@@ -502,12 +506,11 @@ impl Driver {
     }
 
     fn rename_now(&mut self, name: Arc<str>, announce: Option<SharedEvent>) {
-        let directory = self.registry.directory(&name).clone();
         let request = self.request(Step::Claim {
             name: name.clone(),
             announce,
         });
-        directory.do_send(Claim {
+        self.registry.claim(Claim {
             name,
             owner: self.handle.clone(),
             request,
@@ -662,7 +665,7 @@ impl SessionContext<'_> {
     pub fn rooms(&mut self) {
         let driver = &mut *self.driver;
         let request = driver.request(Step::Plain);
-        driver.registry.index().do_send(ListFor {
+        driver.registry.list_for(ListFor {
             requester: driver.handle.clone(),
             request,
         });
@@ -674,7 +677,7 @@ impl SessionContext<'_> {
         let driver = &mut *self.driver;
         let name: Arc<str> = Arc::from(name);
         let request = driver.request(Step::Plain);
-        driver.registry.directory(&name).do_send(FindName {
+        driver.registry.find_name(FindName {
             name,
             requester: driver.handle.clone(),
             request,
@@ -960,7 +963,7 @@ impl<P: Protocol> Engine<P> {
         });
         let held = driver.rare.as_mut().and_then(|rare| rare.claimed.take());
         for name in held.into_iter().chain(in_flight.collect::<Vec<_>>()) {
-            driver.registry.directory(&name).do_send(Release {
+            driver.registry.release(Release {
                 name,
                 owner: driver.id,
             });

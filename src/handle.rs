@@ -65,6 +65,13 @@ impl SessionIds {
         SessionIds(Arc::default())
     }
 
+    /// A sequence of its own whose first id is `last + 1`: a cluster node
+    /// numbers its sessions from its own range, so ids never collide
+    /// across nodes.
+    pub fn starting_after(last: u64) -> Self {
+        SessionIds(Arc::new(AtomicU64::new(last)))
+    }
+
     /// The next id.
     pub fn next_id(&self) -> SessionId {
         SessionId(self.0.fetch_add(1, Ordering::Relaxed) + 1)

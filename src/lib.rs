@@ -66,6 +66,11 @@
 //!   networked engine can stand behind.
 //! - [`actors::dispatcher`] — one [`Dispatcher`](actors::dispatcher::Dispatcher)
 //!   per thread: that thread's sessions and their rooms.
+//! - [`actors::cluster`] — with `--cluster`, the [`Cluster`](actors::cluster::Cluster)
+//!   engine: rooms, names and the room list shared across nodes through Redis,
+//!   behind the same boundary as the sequencers; [`cluster`] — its
+//!   configuration, health, connection and Lua scripts;
+//!   [`actors::remote_peer`] — a session of another node, for `/msg`.
 //! - [`actors::directory`] — a shard of the name directory (unique names).
 //! - [`actors::room_index`] — every room and its member count.
 //! - [`actors::udp`], [`actors::udp_sessions`], [`actors::udp_peer`] — UDP:
@@ -94,6 +99,7 @@
 #![warn(missing_docs)]
 
 pub mod actors;
+pub mod cluster;
 pub mod config;
 mod drain;
 pub mod driver;
@@ -118,6 +124,7 @@ pub use actors::listener::{Listener, StopAccepting};
 pub use actors::sequencer::room_thread;
 pub use actors::session::Session;
 pub use actors::udp::{Datagram, MAX_DATAGRAM, SendDatagram, UdpEndpoint};
+pub use cluster::{ClusterConfig, ClusterError, ClusterHealth};
 pub use config::{ConfigError, LobbyConfig, SessionConfig};
 pub use driver::{ClosedSession, Protocol, REQUEST_CREDIT, SessionContext};
 pub use event::{Event, RawFrame, SharedEvent, Wire};

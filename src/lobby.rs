@@ -480,6 +480,13 @@ fn reserved_guest_nick() -> Rejection {
     )
 }
 
+fn unavailable() -> Rejection {
+    Rejection::new(
+        ErrorCode::Unavailable,
+        "the cluster cannot be reached; try again",
+    )
+}
+
 fn not_in_room() -> Rejection {
     Rejection::new(ErrorCode::NotInRoom, "join a room first")
 }
@@ -557,6 +564,14 @@ impl Protocol for Lobby {
     }
 
     fn answer(&mut self, cx: &mut SessionContext<'_>, answer: Answer) {
+        if let Answer::Unavailable { broadcast: true } = answer {
+            // A chat line the cluster could not take: no command waits on it.
+            let rejection = Rejection::new(
+                ErrorCode::Unavailable,
+                "the cluster cannot be reached; only this node's members got it",
+            );
+            return Self::reject(cx, &rejection);
+        }
         let pending = self.pending.take().map(|pending| *pending);
         let outcome = match answer {
             Answer::Joined { room, members } => {
@@ -572,6 +587,7 @@ impl Protocol for Lobby {
                 format!("{room} already has {capacity} members"),
             )),
             Answer::Left { .. } => Ok(()),
+            Answer::Unavailable { .. } => Err(unavailable()),
             Answer::Renamed { old, new, room } => {
                 if room.is_none() {
                     Self::reply(

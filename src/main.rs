@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use switchboard::{HttpOptions, LobbyConfig, LobbyServer, config, shutdown_signal};
+use switchboard::{ClusterConfig, HttpOptions, LobbyConfig, LobbyServer, config, shutdown_signal};
 use tokio::net::{TcpListener, UdpSocket};
 
 /// jemalloc, with a background thread that purges freed pages within a
@@ -79,6 +79,13 @@ struct Args {
     /// Threads that sessions, rooms and names are spread over [default: one per core]
     #[arg(long, alias = "session-threads")]
     threads: Option<usize>,
+    /// Share rooms, nicks and the room list with other nodes through the
+    /// Redis at this URL (redis://HOST:PORT/) or unix socket path
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster [default: host name and port]
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    node_name: Option<String>,
 }
 
 impl Args {
@@ -107,6 +114,28 @@ impl Args {
             threads: self.threads.unwrap_or_else(config::default_threads),
         }
     }
+
+    /// The cluster to join, if any; the node is named after the host and
+    /// `port` unless `--node-name` says otherwise.
+    fn cluster_config(&self, port: u16) -> Option<ClusterConfig> {
+        let url = self.cluster.clone()?;
+        let name = self.node_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host: String = host
+                .trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "_-.".contains(*c))
+                .take(48)
+                .collect();
+            let host = if host.is_empty() {
+                "node".to_owned()
+            } else {
+                host
+            };
+            format!("{host}:{port}")
+        });
+        Some(ClusterConfig::new(url, name))
+    }
 }
 
 fn main() -> ExitCode {
@@ -125,6 +154,12 @@ fn main() -> ExitCode {
     }
     if let Err(error) = args.http_options().validate() {
         eprintln!("switchboard: --allowed-origin {error}");
+        return ExitCode::from(2);
+    }
+    if let Some(cluster) = args.cluster_config(args.bind.port())
+        && let Err(error) = cluster.validate()
+    {
+        eprintln!("switchboard: {error}");
         return ExitCode::from(2);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -178,7 +213,20 @@ async fn serve(args: Args, lobby: LobbyConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut server = match LobbyServer::start(socket, lobby) {
+    let port = socket
+        .local_addr()
+        .map_or(args.bind.port(), |addr| addr.port());
+    let started = match args.cluster_config(port) {
+        Some(cluster) => match LobbyServer::clustered(lobby, cluster).await {
+            Ok(mut server) => server.serve_text(socket).map(|_| server),
+            Err(error) => {
+                eprintln!("switchboard: cannot join the cluster: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => LobbyServer::start(socket, lobby),
+    };
+    let mut server = match started {
         Ok(server) => server,
         Err(error) => {
             eprintln!("switchboard: cannot start: {error}");

@@ -31,11 +31,15 @@ pub enum DisconnectReason {
     BadFrame,
     /// Any other I/O failure.
     Error(io::ErrorKind),
+    /// The session's cluster node stopped heartbeating and was declared
+    /// dead (see `--cluster`): its members are gone from every room.
+    NodeDown,
 }
 
 impl DisconnectReason {
     /// The lower-case reason word used on the wire (`quit`, `closed`, `reset`,
-    /// `idle-timeout`, `slow-consumer`, `kicked`, `shutdown`, `error`).
+    /// `idle-timeout`, `slow-consumer`, `kicked`, `shutdown`, `error`,
+    /// `node-down`).
     pub fn word(self) -> &'static str {
         match self {
             DisconnectReason::Quit => "quit",
@@ -45,6 +49,7 @@ impl DisconnectReason {
             DisconnectReason::SlowConsumer => "slow-consumer",
             DisconnectReason::Kicked => "kicked",
             DisconnectReason::Shutdown => "shutdown",
+            DisconnectReason::NodeDown => "node-down",
             DisconnectReason::BadFrame | DisconnectReason::Error(_) => "error",
         }
     }

@@ -23,12 +23,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::dev::channel;
 
-use crate::actors::directory::{self, Directory};
+use crate::actors::cluster::{self, Cluster};
+use crate::actors::directory::{self, Claim, Directory, FindName, Release};
 use crate::actors::dispatcher::{
     DeliverAll, Dispatcher, ListLocal, SessionInfo, ShutdownSessions, StartSession, ToSession,
 };
-use crate::actors::room_index::{RoomIndex, Snapshot};
+use crate::actors::room_index::{ListFor, RoomIndex, Snapshot};
 use crate::actors::sequencer::{self, Publish, RoomRequest, Sequencer, SequencerRef};
+use crate::cluster::{ClusterHealth, HealthCell, Joined};
 use crate::event::{Event, SharedEvent};
 use crate::handle::{Control, SessionId};
 use crate::local::{Crossing, Link, Local};
@@ -58,6 +60,10 @@ struct Shared {
     index: Addr<RoomIndex>,
     /// The server's counters, for `/metrics`.
     metrics: Arc<Metrics>,
+    /// With `--cluster`: the engine every room, name and room-list request
+    /// goes to instead of the sequencers, directory and index above.
+    cluster: Option<Addr<Cluster>>,
+    health: HealthCell,
 }
 
 impl Registry {
@@ -68,6 +74,24 @@ impl Registry {
     /// # Panics
     /// When `arbiters` is empty, or outside a running actix system.
     pub fn start(arbiters: Vec<ArbiterHandle>, room_capacity: usize) -> Registry {
+        Registry::start_with(arbiters, room_capacity, None)
+    }
+
+    /// Like [`Registry::start`], with rooms, names and the room list shared
+    /// through the cluster `joined` (on a thread of its own).
+    pub(crate) fn start_clustered(
+        arbiters: Vec<ArbiterHandle>,
+        room_capacity: usize,
+        joined: Joined,
+    ) -> Registry {
+        Registry::start_with(arbiters, room_capacity, Some(joined))
+    }
+
+    fn start_with(
+        arbiters: Vec<ArbiterHandle>,
+        room_capacity: usize,
+        joined: Option<Joined>,
+    ) -> Registry {
         assert!(!arbiters.is_empty(), "a registry needs at least one thread");
         let index = RoomIndex::start_in_arbiter(&arbiters[0], |_| RoomIndex::default());
         // Every address exists before any actor runs, so each thread's actors
@@ -103,6 +127,21 @@ impl Registry {
             .iter()
             .map(|arbiter| Directory::start_in_arbiter(arbiter, |_| Directory::default()))
             .collect();
+        let health = HealthCell::default();
+        let cluster = joined.map(|joined| {
+            let setup = cluster::Setup {
+                joined,
+                links: links.clone(),
+                dispatchers: dispatchers.clone(),
+                capacity: room_capacity,
+                health: health.clone(),
+            };
+            let thread = actix_rt::Arbiter::new();
+            let cluster = Cluster::start_in_arbiter(&thread.handle(), |_| Cluster::new(setup));
+            // The engine's thread lives as long as the process.
+            std::mem::forget(thread);
+            cluster
+        });
         Registry(Arc::new(Shared {
             arbiters,
             dispatchers,
@@ -112,6 +151,8 @@ impl Registry {
             directory,
             index,
             metrics,
+            cluster,
+            health,
         }))
     }
 
@@ -166,8 +207,12 @@ impl Registry {
     }
 
     /// Hands a room request to the room's sequencer: directly when it lives
-    /// on the caller's own thread, through its mailbox otherwise.
+    /// on the caller's own thread, through its mailbox otherwise; with a
+    /// cluster, to the cluster engine.
     pub(crate) fn sequence(&self, local: &Local, request: RoomRequest) {
+        if let Some(cluster) = &self.0.cluster {
+            return cluster.do_send(request);
+        }
         let shard = sequencer::room_thread(request.room(), self.0.sequencers.len());
         if shard == local.thread {
             local.sequence(request);
@@ -180,8 +225,42 @@ impl Registry {
         &self.0.directory[directory::shard_of(name, self.0.directory.len())]
     }
 
-    pub(crate) fn index(&self) -> &Addr<RoomIndex> {
-        &self.0.index
+    /// Asks for `claim`'s name in the directory (or the cluster's).
+    pub(crate) fn claim(&self, claim: Claim) {
+        match &self.0.cluster {
+            Some(cluster) => cluster.do_send(claim),
+            None => self.directory(&claim.name).do_send(claim),
+        }
+    }
+
+    /// Gives `release`'s name up in the directory (or the cluster's).
+    pub(crate) fn release(&self, release: Release) {
+        match &self.0.cluster {
+            Some(cluster) => cluster.do_send(release),
+            None => self.directory(&release.name).do_send(release),
+        }
+    }
+
+    /// Looks a name up in the directory (or the cluster's).
+    pub(crate) fn find_name(&self, find: FindName) {
+        match &self.0.cluster {
+            Some(cluster) => cluster.do_send(find),
+            None => self.directory(&find.name).do_send(find),
+        }
+    }
+
+    /// Answers a session with the room list (the cluster's, with a cluster).
+    pub(crate) fn list_for(&self, list: ListFor) {
+        match &self.0.cluster {
+            Some(cluster) => cluster.do_send(list),
+            None => self.0.index.do_send(list),
+        }
+    }
+
+    /// How this node's cluster engine is doing ([`ClusterHealth::Standalone`]
+    /// without `--cluster`).
+    pub fn cluster_health(&self) -> ClusterHealth {
+        self.0.health.get()
     }
 
     fn to_session(&self, id: SessionId, message: ToSession) -> impl Future<Output = bool> + use<> {
@@ -198,6 +277,9 @@ impl Registry {
             from: None,
             event: SharedEvent::new(event),
         });
+        if let Some(cluster) = &self.0.cluster {
+            return cluster.send(publish).await.unwrap_or(0);
+        }
         let sent = self.sequencer(room).requests.send(publish);
         sent.await.unwrap_or(0)
     }
@@ -211,7 +293,10 @@ impl Registry {
             from: None,
             event: SharedEvent::new(event),
         });
-        self.sequencer(room).requests.do_send(publish);
+        match &self.0.cluster {
+            Some(cluster) => cluster.do_send(publish),
+            None => self.sequencer(room).requests.do_send(publish),
+        }
     }
 
     /// Sends `event` to every session of the server, in its wire format.
@@ -276,7 +361,11 @@ impl Registry {
 
     /// Every room with its member count, sorted by name.
     pub async fn list_rooms(&self) -> Vec<(String, usize)> {
-        let Ok(list) = self.0.index.send(Snapshot).await else {
+        let list = match &self.0.cluster {
+            Some(cluster) => cluster.send(Snapshot).await,
+            None => self.0.index.send(Snapshot).await,
+        };
+        let Ok(list) = list else {
             return Vec::new();
         };
         let rooms = list.rooms.iter();
@@ -293,6 +382,18 @@ impl Registry {
             .collect();
         sessions.sort_by_key(|info| info.id);
         sessions
+    }
+
+    /// With a cluster: leaves it once every request sent so far is done
+    /// (members still seated are told `QUIT <room> <nick> shutdown`), within
+    /// `grace`. Without one, nothing to do.
+    pub(crate) async fn leave_cluster(&self, grace: std::time::Duration) {
+        if let Some(cluster) = &self.0.cluster {
+            let departed = cluster.send(cluster::Depart);
+            if tokio::time::timeout(grace, departed).await.is_err() {
+                log::warn!("cluster: could not leave the cluster within {grace:?}");
+            }
+        }
     }
 
     /// Stops the threads the registry was started on, but the first (the

@@ -110,6 +110,13 @@ pub enum Answer {
     Rooms(Arc<RoomList>),
     /// The session looked for, if it exists.
     Found(Option<Peer>),
+    /// The request needs the cluster engine (`--cluster`), which cannot be
+    /// reached now; nothing changed.
+    Unavailable {
+        /// The request was a broadcast to the session's room (it was not
+        /// sent), rather than a request the protocol waits for.
+        broadcast: bool,
+    },
 }
 
 /// What a session's request may be answered with: an [`Answer`] for its

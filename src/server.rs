@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::actors::http_listener::HttpListener;
 use crate::actors::listener::{Listener, StopAccepting};
 use crate::actors::udp_sessions::{UdpService, UdpSessions};
+use crate::cluster::{self, ClusterConfig, ClusterError};
 use crate::config::{ConfigError, LobbyConfig, SessionConfig};
 use crate::drain::Drain;
 use crate::driver::Protocol;
@@ -93,6 +94,37 @@ impl Server {
         let ids = SessionIds::new();
         Ok(Server {
             registry: Registry::start(arbiters(config.threads), config.room_capacity),
+            listeners: Vec::new(),
+            udp: Vec::new(),
+            http: Vec::new(),
+            local_addr: None,
+            limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
+            lobby: Arc::new(LobbyShared::new(ids.clone())),
+            ids,
+            drain: Drain::new(),
+            config,
+        })
+    }
+
+    /// A server whose rooms, names and room list are shared with the other
+    /// nodes of the cluster `cluster` describes (rooms span nodes; see the
+    /// README's "Scaling out"). Its session ids come from a range of its own
+    /// in the cluster.
+    ///
+    /// # Errors
+    /// [`ClusterError::Config`] when `config` is out of range; the other
+    /// [`ClusterError`]s when `cluster` is invalid or Redis cannot be
+    /// reached.
+    pub async fn clustered(
+        config: LobbyConfig,
+        cluster: ClusterConfig,
+    ) -> Result<Self, ClusterError> {
+        config.validate()?;
+        let joined = cluster::join(cluster).await?;
+        let ids = SessionIds::starting_after(joined.number * cluster::ID_SPAN);
+        let arbiters = arbiters(config.threads);
+        Ok(Server {
+            registry: Registry::start_clustered(arbiters, config.room_capacity, joined),
             listeners: Vec::new(),
             udp: Vec::new(),
             http: Vec::new(),
@@ -296,6 +328,7 @@ impl Server {
         }
         self.registry.shutdown();
         let all_closed = self.drain.wait(grace).await;
+        self.registry.leave_cluster(grace).await;
         if all_closed {
             info!("all sessions closed");
         } else {

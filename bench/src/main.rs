@@ -52,6 +52,7 @@ enum Command {
     Fanout(scenarios::fanout::FanoutArgs),
     /// `fanout` over WebSocket (JSON lobby): M members, K senders
     WsFanout(scenarios::ws_fanout::WsFanoutArgs),
+    ClusterFanout(scenarios::cluster_fanout::ClusterFanoutArgs),
     /// C idle connections: server memory per connection, all held
     Idle(scenarios::idle::IdleArgs),
     /// Connect, join, close (half reset) N times: cycles/s and leaks
@@ -140,6 +141,7 @@ fn main() -> ExitCode {
         Command::LobbyEcho(args) => Box::new(args),
         Command::Fanout(args) => Box::new(args),
         Command::WsFanout(args) => Box::new(args),
+        Command::ClusterFanout(args) => Box::new(args),
         Command::Idle(args) => Box::new(args),
         Command::Churn(args) => Box::new(args),
         Command::Slow(args) => Box::new(args),

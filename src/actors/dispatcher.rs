@@ -120,6 +120,12 @@ pub(crate) enum ToSession {
     Control(SessionId, Control),
 }
 
+/// Close every session of this thread for `reason` (a cluster node that
+/// was declared dead: `node-down`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CloseAll(pub crate::DisconnectReason);
+
 /// Look a session of this thread up by id and answer `requester`'s request.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -286,6 +292,17 @@ impl Handler<ToSession> for Dispatcher {
             ToSession::Control(_, control) => handle.control(control),
         }
         true
+    }
+}
+
+impl Handler<CloseAll> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, CloseAll(reason): CloseAll, _: &mut Context<Self>) {
+        let local = self.local.sessions.borrow();
+        for handle in local.sessions.values() {
+            handle.close(reason, None);
+        }
     }
 }
 

@@ -86,13 +86,13 @@ impl fmt::Display for WsEnd {
 }
 
 /// The close frame a session ending for `reason` sends: `1000` for a quit
-/// or a peer's own close, `1001` for shutdown, `1008` for an idle timeout or
+/// or a peer's own close, `1001` for shutdown or a lost cluster node, `1008` for an idle timeout or
 /// a kick, `1013` for a slow consumer, `1011` for an error; the reason text
 /// is the reason's word.
 pub fn close_code(reason: DisconnectReason) -> CloseCode {
     match reason {
         DisconnectReason::Quit | DisconnectReason::Closed => CloseCode::Normal,
-        DisconnectReason::Shutdown => CloseCode::Away,
+        DisconnectReason::Shutdown | DisconnectReason::NodeDown => CloseCode::Away,
         DisconnectReason::IdleTimeout | DisconnectReason::Kicked => CloseCode::Policy,
         DisconnectReason::SlowConsumer => CloseCode::Again,
         DisconnectReason::BadFrame => CloseCode::Protocol,

@@ -37,6 +37,8 @@ pub enum ErrorCode {
     BadArgs,
     /// The session sent more lines per second than `--max-msgs-per-sec`.
     RateLimited,
+    /// A cross-node operation while the cluster engine (Redis) is unreachable.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::BadEncoding => "bad-encoding",
             ErrorCode::ServerFull => "server-full",
             ErrorCode::IdleTimeout => "idle-timeout",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::BadArgs => "bad-args",
             ErrorCode::RateLimited => "rate-limited",
         }

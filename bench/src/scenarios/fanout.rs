@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::harness::{self, Timing};
 use super::{LobbyClient, Scenario, report_errors, secs};
+use crate::procfs;
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::server::{ServerProc, Service, Target};
@@ -88,7 +89,7 @@ impl Scenario for FanoutArgs {
 
     fn run(&self, server: &mut ServerProc, ctx: &RunCtx) -> BenchResult<Outcome> {
         harness::drive(server, ctx, "deliveries", |addr, pid, progress| {
-            self.run_async(addr, pid, progress)
+            self.run_async(vec![addr], pid, Vec::new(), progress)
         })
     }
 }
@@ -119,16 +120,23 @@ struct MemberResult {
 }
 
 impl FanoutArgs {
-    async fn run_async(
+    /// Runs the load against the servers at `addrs` (member `i` on
+    /// `addrs[i % len]`, so the first senders are spread over them too);
+    /// `pid` is the server measured like every scenario's, `others` more
+    /// processes (other cluster nodes, Redis) whose CPU is reported too.
+    pub(crate) async fn run_async(
         &self,
-        addr: SocketAddr,
+        addrs: Vec<SocketAddr>,
         pid: u32,
+        others: Vec<(String, u32)>,
         progress: Progress,
     ) -> BenchResult<Outcome> {
         let members = self.members as usize;
         let senders = (self.senders as usize).min(members);
         let setup_start = Instant::now();
+        let addrs = Arc::new(addrs);
         let clients = harness::open_all(members as u64, 32, |i| {
+            let addr = addrs[i as usize % addrs.len()];
             harness::joined(addr, i, ROOM.to_owned())
         })
         .await;
@@ -153,7 +161,19 @@ impl FanoutArgs {
                 shared.clone(),
             )));
         }
-        let span = self.timing.measure(pid, &shared.phase).await;
+        tokio::time::sleep(secs(self.timing.warmup)).await;
+        let others_before: Vec<u64> = others
+            .iter()
+            .map(|(_, pid)| procfs::cpu_ticks(*pid).unwrap_or(0))
+            .collect();
+        let interval = harness::Interval::start(pid, &shared.phase);
+        tokio::time::sleep(secs(self.timing.duration)).await;
+        let span = interval.stop();
+        let others_ticks: Vec<u64> = others
+            .iter()
+            .zip(&others_before)
+            .map(|((_, pid), before)| procfs::cpu_ticks(*pid).unwrap_or(0).saturating_sub(*before))
+            .collect();
 
         // Drain: every member must receive every line sent.
         let drain_start = Instant::now();
@@ -210,6 +230,29 @@ impl FanoutArgs {
         );
         harness::latency_figs(&mut outcome, "delivery latency", &shared.latencies);
         harness::cpu_figs(&mut outcome, &span, "delivery", measured);
+        if !others.is_empty() {
+            let tick_us = 1e6 / procfs::clock_ticks_per_sec();
+            let lines = measured as f64 / members as f64;
+            for ((name, _), ticks) in others.iter().zip(&others_ticks) {
+                let us = *ticks as f64 * tick_us;
+                outcome.fig(
+                    &format!("{name} CPU per delivery"),
+                    "µs",
+                    us / measured.max(1) as f64,
+                );
+                outcome.fig(
+                    &format!("{name} CPU per line sent"),
+                    "µs",
+                    us / lines.max(1.0),
+                );
+            }
+            let all_us = span.server_secs * 1e6 + others_ticks.iter().sum::<u64>() as f64 * tick_us;
+            outcome.fig(
+                "all nodes + redis CPU per delivery",
+                "µs",
+                all_us / measured.max(1) as f64,
+            );
+        }
         outcome.fig("lines sent in all", "count", total_sent as f64);
         outcome.fig("lost", "count", lost as f64);
         outcome.fig("order violations", "count", violations as f64);

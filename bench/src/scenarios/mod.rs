@@ -3,6 +3,7 @@
 
 pub mod chaos;
 pub mod churn;
+pub mod cluster_fanout;
 pub mod echo;
 pub mod fanout;
 pub mod harness;
