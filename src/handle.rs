@@ -25,6 +25,7 @@ use actix::prelude::*;
 use futures::channel::oneshot;
 use futures::task::AtomicWaker;
 
+use crate::config::SessionConfig;
 use crate::event::{Event, SharedEvent, Wire};
 use crate::protocol::Rejection;
 use crate::reason::DisconnectReason;
@@ -184,7 +185,22 @@ struct Queue {
     room: Option<RoomName>,
 }
 
+impl OutboundBound {
+    /// The bound `config` sets.
+    pub(crate) fn of(config: &SessionConfig) -> Self {
+        OutboundBound {
+            frames: config.outbound_queue,
+            bytes: config.outbound_bytes,
+        }
+    }
+}
+
 impl Inbox {
+    /// The inbox of a session with `config` (its wire format and bound).
+    pub(crate) fn for_session(config: &SessionConfig) -> Self {
+        Inbox::new(config.wire, OutboundBound::of(config))
+    }
+
     /// The inbox of a session speaking `wire` that may owe its peer at most
     /// `bound`.
     pub(crate) fn new(wire: Wire, bound: OutboundBound) -> Self {

@@ -91,9 +91,15 @@ impl Server {
     /// The first value of `config` out of range ([`LobbyConfig::validate`]).
     pub fn try_new(config: LobbyConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let ids = SessionIds::new();
-        Ok(Server {
-            registry: Registry::start(arbiters(config.threads), config.room_capacity),
+        let registry = Registry::start(arbiters(config.threads), config.room_capacity);
+        Ok(Server::with_registry(config, registry, SessionIds::new()))
+    }
+
+    /// A server on `registry`, numbering its sessions with `ids`, serving
+    /// nothing yet.
+    fn with_registry(config: LobbyConfig, registry: Registry, ids: SessionIds) -> Self {
+        Server {
+            registry,
             listeners: Vec::new(),
             udp: Vec::new(),
             http: Vec::new(),
@@ -103,7 +109,7 @@ impl Server {
             ids,
             drain: Drain::new(),
             config,
-        })
+        }
     }
 
     /// A server whose rooms, names and room list are shared with the other
@@ -123,18 +129,8 @@ impl Server {
         let joined = cluster::join(cluster).await?;
         let ids = SessionIds::starting_after(joined.number * cluster::ID_SPAN);
         let arbiters = arbiters(config.threads);
-        Ok(Server {
-            registry: Registry::start_clustered(arbiters, config.room_capacity, joined),
-            listeners: Vec::new(),
-            udp: Vec::new(),
-            http: Vec::new(),
-            local_addr: None,
-            limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
-            lobby: Arc::new(LobbyShared::new(ids.clone())),
-            ids,
-            drain: Drain::new(),
-            config,
-        })
+        let registry = Registry::start_clustered(arbiters, config.room_capacity, joined);
+        Ok(Server::with_registry(config, registry, ids))
     }
 
     /// Starts serving the text lobby on `socket`, which the caller bound

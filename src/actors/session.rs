@@ -31,7 +31,7 @@ use crate::config::SessionConfig;
 use crate::drain::DrainGuard;
 use crate::driver::{Engine, Protocol};
 use crate::framing::{FrameError, FrameReader, Inbound};
-use crate::handle::{Inbox, OutboundBound, SessionHandle, SessionId, TakeInbox};
+use crate::handle::{Inbox, SessionHandle, SessionId, TakeInbox};
 use crate::limiter::ConnectionPermit;
 use crate::local::Local;
 use crate::reason::DisconnectReason;
@@ -91,11 +91,7 @@ impl<P: Protocol> Session<P> {
             .max_frames_per_sec
             .map(|rate| Box::new(TokenBucket::new(rate.get())));
         let (reader, writer) = stream.into_split();
-        let bound = OutboundBound {
-            frames: config.outbound_queue,
-            bytes: config.outbound_bytes,
-        };
-        let inbox = Arc::new(Inbox::new(config.wire, bound));
+        let inbox = Arc::new(Inbox::for_session(&config));
         let handle = SessionHandle::new(id, inbox.clone());
         Session {
             engine: Engine::new(protocol, handle, peer, config.wire, (registry, local)),

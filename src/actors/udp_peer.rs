@@ -33,7 +33,7 @@ use crate::config::SessionConfig;
 use crate::drain::DrainGuard;
 use crate::driver::{Engine, Protocol};
 use crate::framing::Framing;
-use crate::handle::{Inbox, OutboundBound, SessionHandle, SessionId, TakeInbox};
+use crate::handle::{Inbox, SessionHandle, SessionId, TakeInbox};
 use crate::limiter::ConnectionPermit;
 use crate::local::Local;
 use crate::metrics::Transport;
@@ -149,11 +149,7 @@ impl<P: Protocol> UdpPeer<P> {
         let rate_limit = config
             .max_frames_per_sec
             .map(|rate| Box::new(TokenBucket::new(rate.get())));
-        let bound = OutboundBound {
-            frames: config.outbound_queue,
-            bytes: config.outbound_bytes,
-        };
-        let inbox = Arc::new(Inbox::new(config.wire, bound));
+        let inbox = Arc::new(Inbox::for_session(&config));
         let unverified = Box::new(Unverified::new());
         let handle = SessionHandle::new(id, inbox.clone());
         UdpPeer {

@@ -39,7 +39,7 @@ use super::session::{Gate, TokenBucket};
 use crate::config::SessionConfig;
 use crate::drain::DrainGuard;
 use crate::driver::{Engine, Protocol};
-use crate::handle::{Inbox, OutboundBound, SessionHandle, SessionId, TakeInbox};
+use crate::handle::{Inbox, SessionHandle, SessionId, TakeInbox};
 use crate::http::ConnectionCut;
 use crate::limiter::ConnectionPermit;
 use crate::local::Local;
@@ -330,11 +330,7 @@ impl<P: Protocol> WsSession<P> {
         let rate_limit = config
             .max_frames_per_sec
             .map(|rate| Box::new(TokenBucket::new(rate.get())));
-        let bound = OutboundBound {
-            frames: config.outbound_queue,
-            bytes: config.outbound_bytes,
-        };
-        let inbox = Arc::new(Inbox::new(config.wire, bound));
+        let inbox = Arc::new(Inbox::for_session(&config));
         let handle = SessionHandle::new(id, inbox.clone());
         let engine = Engine::new(protocol, handle, peer, config.wire, (registry, local))
             .with_transport(Transport::WebSocket);
