@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::Scenario;
-use super::fanout::FanoutArgs;
+use super::fanout::{FanoutArgs, TextMember};
 use crate::progress::Progress;
 use crate::report::Outcome;
 use crate::server::{Binaries, ServerProc, Service, Target, kill_with_parent};
@@ -191,7 +191,10 @@ impl Scenario for ClusterFanoutArgs {
         others.push(("redis".to_owned(), redis_pid));
         let runtime = ctx.runtime()?;
         let (progress, _guard) = Progress::start(ctx.label.clone(), "deliveries", ctx.quiet);
-        let outcome = runtime.block_on(self.fanout.run_async(addrs, server.pid, others, progress));
+        let outcome = runtime.block_on(
+            self.fanout
+                .run_async::<TextMember>(addrs, server.pid, others, progress),
+        );
         drop(nodes);
         *self.redis.lock().unwrap_or_else(|e| e.into_inner()) = None;
         outcome

@@ -8,6 +8,8 @@
 //! the line. After the measured interval the senders stop and the bench waits
 //! for every member to have received every line sent.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +29,8 @@ use crate::server::{ServerProc, Service, Target};
 use crate::stats::{self, Clock, Latencies, LatencySink, Phase};
 use crate::{BenchResult, Common, RunCtx};
 
-const ROOM: &str = "fan";
+/// The one room of `fanout`, `ws-fanout` and `cluster-fanout`.
+pub(crate) const ROOM: &str = "fan";
 
 #[derive(Debug, Clone, Args)]
 pub struct FanoutArgs {
@@ -58,15 +61,7 @@ impl Scenario for FanoutArgs {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "{} members in one room, {} senders with {} lines unacknowledged each, outbound queue {}, {} s measured after {} s warm-up",
-            self.members,
-            self.senders.min(self.members),
-            self.window,
-            self.outbound_queue,
-            self.timing.duration,
-            self.timing.warmup
-        )
+        self.describe_members("members")
     }
 
     fn service(&self) -> Service {
@@ -89,8 +84,23 @@ impl Scenario for FanoutArgs {
 
     fn run(&self, server: &mut ServerProc, ctx: &RunCtx) -> BenchResult<Outcome> {
         harness::drive(server, ctx, "deliveries", |addr, pid, progress| {
-            self.run_async(vec![addr], pid, Vec::new(), progress)
+            self.run_async::<TextMember>(vec![addr], pid, Vec::new(), progress)
         })
+    }
+}
+
+impl FanoutArgs {
+    /// The scenario's description, its members called `members`.
+    pub(crate) fn describe_members(&self, members: &str) -> String {
+        format!(
+            "{} {members} in one room, {} senders with {} lines unacknowledged each, outbound queue {}, {} s measured after {} s warm-up",
+            self.members,
+            self.senders.min(self.members),
+            self.window,
+            self.outbound_queue,
+            self.timing.duration,
+            self.timing.warmup
+        )
     }
 }
 
@@ -120,11 +130,12 @@ struct MemberResult {
 }
 
 impl FanoutArgs {
-    /// Runs the load against the servers at `addrs` (member `i` on
-    /// `addrs[i % len]`, so the first senders are spread over them too);
-    /// `pid` is the server measured like every scenario's, `others` more
-    /// processes (other cluster nodes, Redis) whose CPU is reported too.
-    pub(crate) async fn run_async(
+    /// Runs the load, members speaking `T`, against the servers at `addrs`
+    /// (member `i` on `addrs[i % len]`, so the first senders are spread over
+    /// them too); `pid` is the server measured like every scenario's,
+    /// `others` more processes (other cluster nodes, Redis) whose CPU is
+    /// reported too.
+    pub(crate) async fn run_async<T: Transport>(
         &self,
         addrs: Vec<SocketAddr>,
         pid: u32,
@@ -136,8 +147,7 @@ impl FanoutArgs {
         let setup_start = Instant::now();
         let addrs = Arc::new(addrs);
         let clients = harness::open_all(members as u64, 32, |i| {
-            let addr = addrs[i as usize % addrs.len()];
-            harness::joined(addr, i, ROOM.to_owned())
+            T::joined(addrs[i as usize % addrs.len()], i)
         })
         .await;
         let setup_secs = setup_start.elapsed().as_secs_f64();
@@ -256,9 +266,9 @@ impl FanoutArgs {
         outcome.fig("lines sent in all", "count", total_sent as f64);
         outcome.fig("lost", "count", lost as f64);
         outcome.fig("order violations", "count", violations as f64);
-        outcome.fig("QUIT lines seen", "count", quits as f64);
+        outcome.fig(&format!("{} seen", T::QUITS), "count", quits as f64);
         outcome.fig("drain after stop", "s", drain_secs);
-        outcome.fig("setup (connect + join all)", "s", setup_secs);
+        outcome.fig(T::SETUP, "s", setup_secs);
         report_errors(&mut outcome, "member errors", &errors);
         outcome.check(
             "nothing lost",
@@ -276,9 +286,130 @@ impl FanoutArgs {
         outcome.check(
             "no member dropped",
             errors.is_empty() && quits == 0,
-            format!("{} member errors, {quits} QUIT lines", errors.len()),
+            format!("{} member errors, {quits} {}", errors.len(), T::QUITS),
         );
         Ok(outcome)
+    }
+}
+
+/// How fanout's members speak to the server: the text lobby over TCP
+/// ([`TextMember`], `fanout` and `cluster-fanout`) or the JSON lobby over
+/// WebSocket (`ws-fanout`). The run, the members' bookkeeping and the figures
+/// are the same for both.
+pub(crate) trait Transport: Sized + Send + 'static {
+    /// The setup figure's name, e.g. `setup (connect + join all)`.
+    const SETUP: &'static str;
+    /// What the member's notices of someone leaving are called in figures,
+    /// e.g. `QUIT lines`.
+    const QUITS: &'static str;
+
+    /// Connection number `index` to `addr`, joined to [`ROOM`].
+    fn joined(addr: SocketAddr, index: u64) -> impl Future<Output = io::Result<Self>> + Send;
+
+    /// Whether a sender may top its window up now.
+    fn may_send(&self) -> bool;
+
+    /// Sends `count` lines `s<k> <seq> <now>`, numbered on from `seq`.
+    fn send(
+        &mut self,
+        k: usize,
+        seq: &mut u64,
+        count: usize,
+        now: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// The next thing the server sent, or [`Event::Stop`] once `stop` is
+    /// cancelled; `idle()` is called first when nothing is ready to read.
+    fn next(
+        &mut self,
+        stop: &CancellationToken,
+        idle: impl FnOnce() + Send,
+    ) -> impl Future<Output = Event> + Send;
+}
+
+/// What a member read.
+pub(crate) enum Event {
+    /// A chat line `s<k> <seq> <ns>` from sender `k`.
+    Msg { k: usize, seq: u64, ns: u64 },
+    /// Someone left the room.
+    Quit,
+    /// Anything else.
+    Other,
+    /// The bench stopped the members.
+    Stop,
+    /// The connection failed or was closed.
+    Failed(String),
+}
+
+/// A member of the text lobby.
+pub(crate) struct TextMember {
+    client: LobbyClient,
+    line: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Transport for TextMember {
+    const SETUP: &'static str = "setup (connect + join all)";
+    const QUITS: &'static str = "QUIT lines";
+
+    async fn joined(addr: SocketAddr, index: u64) -> io::Result<Self> {
+        Ok(TextMember {
+            client: harness::joined(addr, index, ROOM.to_owned()).await?,
+            line: Vec::with_capacity(128),
+            out: Vec::new(),
+        })
+    }
+
+    /// Only when it has read all it was sent.
+    fn may_send(&self) -> bool {
+        !self.client.reader.buffer().contains(&b'\n')
+    }
+
+    async fn send(
+        &mut self,
+        k: usize,
+        seq: &mut u64,
+        count: usize,
+        now: u64,
+    ) -> Result<(), String> {
+        self.out.clear();
+        for _ in 0..count {
+            self.out
+                .extend_from_slice(format!("s{k} {seq} {now}\n").as_bytes());
+            *seq += 1;
+        }
+        self.client
+            .writer
+            .write_all(&self.out)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn next(&mut self, stop: &CancellationToken, idle: impl FnOnce() + Send) -> Event {
+        if !self.client.reader.buffer().contains(&b'\n') {
+            idle();
+        }
+        self.line.clear();
+        let read = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Event::Stop,
+            read = self.client.reader.read_until(b'\n', &mut self.line) => read,
+        };
+        match read {
+            Ok(0) => return Event::Failed("server closed the connection".into()),
+            Ok(_) => {}
+            Err(e) => return Event::Failed(e.to_string()),
+        }
+        if self.line.last() == Some(&b'\n') {
+            self.line.pop();
+        }
+        if let Some((k, seq, ns)) = parse_msg(&self.line) {
+            Event::Msg { k, seq, ns }
+        } else if self.line.starts_with(b"QUIT ") {
+            Event::Quit
+        } else {
+            Event::Other
+        }
     }
 }
 
@@ -297,8 +428,8 @@ fn parse_msg(line: &[u8]) -> Option<(usize, u64, u64)> {
     Some((k, seq, ns))
 }
 
-async fn member(
-    mut client: LobbyClient,
+async fn member<T: Transport>(
+    mut conn: T,
     sender: Option<usize>,
     window: usize,
     shared: Arc<Shared>,
@@ -313,76 +444,62 @@ async fn member(
     };
     let mut next_seq = vec![0u64; senders];
     let mut sink = LatencySink::new(&shared.latencies);
-    let mut line = Vec::with_capacity(128);
     let mut unreported = 0u64;
     let mut unacked = 0usize;
     let mut seq = 0u64;
-    let mut out = Vec::with_capacity(64 * window);
     loop {
-        // A sender tops its window up whenever it has read all it was sent.
         if let Some(k) = sender
             && !shared.phase.stopping()
             && unacked < window
-            && !client.reader.buffer().contains(&b'\n')
+            && conn.may_send()
         {
-            out.clear();
             let now = shared.clock.nanos();
             let count = window - unacked;
-            for _ in 0..count {
-                out.extend_from_slice(format!("s{k} {seq} {now}\n").as_bytes());
-                seq += 1;
-            }
             shared.sent[k].fetch_add(count as u64, Ordering::SeqCst);
             unacked = window;
-            if let Err(e) = client.writer.write_all(&out).await {
-                result.error = Some(e.to_string());
+            if let Err(error) = conn.send(k, &mut seq, count, now).await {
+                result.error = Some(error);
                 break;
             }
         }
-        if unreported > 0 && !client.reader.buffer().contains(&b'\n') {
-            shared.received.fetch_add(unreported, Ordering::SeqCst);
-            shared.progress.add(unreported);
-            unreported = 0;
-        }
-        line.clear();
-        let read = tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => break,
-            read = client.reader.read_until(b'\n', &mut line) => read,
-        };
-        match read {
-            Ok(0) => {
-                result.error = Some("server closed the connection".into());
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                result.error = Some(e.to_string());
-                break;
-            }
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        if let Some((k, s, ns)) = parse_msg(&line) {
-            if k >= senders {
+        // Deliveries are reported in batches: whenever nothing is ready.
+        let event = conn
+            .next(&shared.stop, || {
+                if unreported > 0 {
+                    shared.received.fetch_add(unreported, Ordering::SeqCst);
+                    shared.progress.add(unreported);
+                    unreported = 0;
+                }
+            })
+            .await;
+        let (k, s, ns) = match event {
+            Event::Msg { k, seq, ns } => (k, seq, ns),
+            Event::Quit => {
+                result.quits += 1;
                 continue;
             }
-            if s != next_seq[k] {
-                result.order_violations += 1;
+            Event::Other => continue,
+            Event::Stop => break,
+            Event::Failed(error) => {
+                result.error = Some(error);
+                break;
             }
-            next_seq[k] = s + 1;
-            result.received[k] += 1;
-            unreported += 1;
-            if shared.phase.measuring() {
-                sink.record(shared.clock.nanos().saturating_sub(ns));
-                result.measured += 1;
-            }
-            if sender == Some(k) {
-                unacked = unacked.saturating_sub(1);
-            }
-        } else if line.starts_with(b"QUIT ") {
-            result.quits += 1;
+        };
+        if k >= senders {
+            continue;
+        }
+        if s != next_seq[k] {
+            result.order_violations += 1;
+        }
+        next_seq[k] = s + 1;
+        result.received[k] += 1;
+        unreported += 1;
+        if shared.phase.measuring() {
+            sink.record(shared.clock.nanos().saturating_sub(ns));
+            result.measured += 1;
+        }
+        if sender == Some(k) {
+            unacked = unacked.saturating_sub(1);
         }
     }
     if unreported > 0 {
