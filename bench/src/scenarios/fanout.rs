@@ -416,13 +416,20 @@ impl Transport for TextMember {
 /// Parses `MSG <room> <nick> s<k> <seq> <ns>` into (k, seq, ns).
 fn parse_msg(line: &[u8]) -> Option<(usize, u64, u64)> {
     let text = std::str::from_utf8(line).ok()?;
-    let mut words = text.split(' ');
+    let mut words = text.splitn(4, ' ');
     if words.next()? != "MSG" {
         return None;
     }
     let _room = words.next()?;
     let _nick = words.next()?;
-    let k = words.next()?.strip_prefix('s')?.parse().ok()?;
+    parse_say(words.next()?.strip_prefix('s')?)
+}
+
+/// Parses the rest of a sender's line, `<k> <seq> <ns>` after its `s`,
+/// into (k, seq, ns).
+pub(crate) fn parse_say(text: &str) -> Option<(usize, u64, u64)> {
+    let mut words = text.split(' ');
+    let k = words.next()?.parse().ok()?;
     let seq = words.next()?.parse().ok()?;
     let ns = words.next()?.parse().ok()?;
     Some((k, seq, ns))

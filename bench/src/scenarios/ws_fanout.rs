@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::Scenario;
-use super::fanout::{Event, FanoutArgs, ROOM, Transport};
+use super::fanout::{Event, FanoutArgs, ROOM, Transport, parse_say};
 use super::harness;
 use crate::net::{self, ConnectOpts};
 use crate::report::Outcome;
@@ -166,10 +166,5 @@ fn parse_msg(event: &str) -> Option<(usize, u64, u64)> {
     if !event.starts_with(r#"{"event":"msg""#) {
         return None;
     }
-    let text = event.rsplit_once(r#""text":"s"#)?.1.strip_suffix("\"}")?;
-    let mut words = text.split(' ');
-    let k = words.next()?.parse().ok()?;
-    let seq = words.next()?.parse().ok()?;
-    let ns = words.next()?.parse().ok()?;
-    Some((k, seq, ns))
+    parse_say(event.rsplit_once(r#""text":"s"#)?.1.strip_suffix("\"}")?)
 }
