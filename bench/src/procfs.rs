@@ -167,16 +167,9 @@ pub fn cpu_secs(pid: u32) -> f64 {
     cpu_ticks(pid).map_or(0.0, |ticks| ticks as f64 / clock_ticks_per_sec())
 }
 
-/// `VmRSS` of `pid` in KiB.
-pub fn rss_kib(pid: u32) -> io::Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .ok_or_else(|| io::Error::other("no VmRSS"))
-}
+/// `VmRSS` of `pid` in KiB (the chaos run's reading, which `tests/chaos.rs`
+/// compiles on its own, so it lives there).
+pub use crate::chaos::process::rss_kib;
 
 /// Number of open file descriptors of `pid`.
 pub fn fd_count(pid: u32) -> usize {
