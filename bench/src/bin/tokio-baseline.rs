@@ -212,12 +212,17 @@ impl State {
                 return;
             }
             for nick in dropped {
-                pending.push(if self.json {
-                    ws::quit(room, &nick, "slow-consumer")
-                } else {
-                    self::line(format!("QUIT {room} {nick} slow-consumer"))
-                });
+                pending.push(self.quit(room, &nick, "slow-consumer"));
             }
+        }
+    }
+
+    /// The event telling `room` that `nick` left for `reason`.
+    fn quit(&self, room: &str, nick: &str, reason: &str) -> Bytes {
+        if self.json {
+            ws::quit(room, nick, reason)
+        } else {
+            line(format!("QUIT {room} {nick} {reason}"))
         }
     }
 
@@ -265,26 +270,45 @@ impl End {
 }
 
 impl Lobby {
-    async fn client(self: Arc<Self>, stream: TcpStream) {
+    /// A new connection: its id, its guest nick (now taken), its outbound
+    /// queue, whose receiving end is for its writer, and its kill token.
+    fn register(&self) -> (Client, mpsc::Receiver<Bytes>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (read_half, write_half) = stream.into_split();
         let (tx, rx) = mpsc::channel(self.outbound_queue);
-        let kill = CancellationToken::new();
-        let writer = tokio::spawn(writer(write_half, rx, kill.clone()));
         let nick: Arc<str> = Arc::from(format!("guest{id}"));
         self.state
             .lock()
             .unwrap()
             .nicks
             .insert(nick.to_ascii_lowercase());
-        let mut client = Client {
+        let client = Client {
             id,
             nick,
             room: None,
             tx,
-            kill,
+            kill: CancellationToken::new(),
         };
-        client.send(format!("WELCOME {id} {}\n", client.nick));
+        (client, rx)
+    }
+
+    /// A connection that ended as `end`: its nick is free again and its
+    /// room hears that it quit.
+    fn unregister(&self, client: &mut Client, end: End) {
+        let mut state = self.state.lock().unwrap();
+        state.nicks.remove(&client.nick.to_ascii_lowercase());
+        if let Some(room) = client.room.take()
+            && state.remove(&room, client.id)
+        {
+            let quit = state.quit(&room, &client.nick, end.word());
+            state.broadcast(&room, quit);
+        }
+    }
+
+    async fn client(self: Arc<Self>, stream: TcpStream) {
+        let (read_half, write_half) = stream.into_split();
+        let (mut client, rx) = self.register();
+        let writer = tokio::spawn(writer(write_half, rx, client.kill.clone()));
+        client.send(format!("WELCOME {} {}\n", client.id, client.nick));
 
         let mut lines = FramedRead::new(read_half, LinesCodec::new_with_max_length(self.max_line));
         let end = loop {
@@ -316,16 +340,7 @@ impl Lobby {
                 }
             }
         };
-        {
-            let mut state = self.state.lock().unwrap();
-            state.nicks.remove(&client.nick.to_ascii_lowercase());
-            if let Some(room) = client.room.take()
-                && state.remove(&room, id)
-            {
-                let quit = line(format!("QUIT {room} {} {}", client.nick, end.word()));
-                state.broadcast(&room, quit);
-            }
-        }
+        self.unregister(&mut client, end);
         // Dropping the last sender lets the writer drain what is owed and close.
         drop(client);
         let _ = writer.await;
@@ -577,25 +592,11 @@ mod ws {
                 Err(_) => return,
             };
             let (sink, mut messages) = ws.split();
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-            let (tx, rx) = mpsc::channel(self.outbound_queue);
-            let kill = CancellationToken::new();
-            let writer = tokio::spawn(ws_writer(sink, rx, kill.clone()));
-            let nick: Arc<str> = Arc::from(format!("guest{id}"));
-            self.state
-                .lock()
-                .unwrap()
-                .nicks
-                .insert(nick.to_ascii_lowercase());
-            let mut client = Client {
-                id,
-                nick,
-                room: None,
-                tx,
-                kill,
-            };
+            let (mut client, rx) = self.register();
+            let writer = tokio::spawn(ws_writer(sink, rx, client.kill.clone()));
             client.send(format!(
-                r#"{{"event":"welcome","id":{id},"nick":{}}}"#,
+                r#"{{"event":"welcome","id":{},"nick":{}}}"#,
+                client.id,
                 js(&client.nick)
             ));
             let end = loop {
@@ -616,15 +617,7 @@ mod ws {
                     Some(Err(_)) => break End::Reset,
                 }
             };
-            {
-                let mut state = self.state.lock().unwrap();
-                state.nicks.remove(&client.nick.to_ascii_lowercase());
-                if let Some(room) = client.room.take()
-                    && state.remove(&room, id)
-                {
-                    state.broadcast(&room, quit(&room, &client.nick, end.word()));
-                }
-            }
+            self.unregister(&mut client, end);
             drop(client);
             let _ = writer.await;
         }
