@@ -28,7 +28,7 @@ use actix_web::body::BodyStream;
 use actix_web::dev::AppConfig;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{App, HttpRequest, HttpResponse, web};
+use actix_web::{App, FromRequest, HttpRequest, HttpResponse, web};
 use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -42,6 +42,7 @@ use crate::lobby::{Lobby, LobbyShared};
 use crate::local::Local;
 use crate::metrics::{Refusal, Snapshot};
 use crate::registry::Registry;
+use crate::ws_frame_guard::FrameGuard;
 
 /// The lobby page, served at `GET /`.
 pub const LOBBY_PAGE: &str = include_str!("lobby.html");
@@ -301,9 +302,12 @@ pub(crate) async fn serve_connection(
     let app = App::new()
         .app_data(data)
         .route("/", web::get().to(page))
+        .route("/", web::head().to(page))
         .route("/ws", web::get().to(websocket))
         .route("/metrics", web::get().to(metrics))
-        .route("/healthz", web::get().to(healthz));
+        // Load balancers check health with HEAD as often as with GET.
+        .route("/healthz", web::get().to(healthz))
+        .route("/healthz", web::head().to(healthz));
     let service = HttpService::build()
         .client_request_timeout(REQUEST_TIMEOUT)
         .on_connect_ext(move |_: &CuttableStream, extensions: &mut Extensions| {
@@ -412,6 +416,11 @@ async fn websocket(
             "server is shutting down",
         );
     };
+    let max = max_message(&state.config);
+    let body = match guard_frames(&req, body, max).await {
+        Ok(body) => body,
+        Err(error) => return HttpResponse::from_error(error),
+    };
     let (response, _unused_session, input) = match actix_ws::handle(&req, body) {
         Ok(handled) => handled,
         Err(error) => {
@@ -420,7 +429,6 @@ async fn websocket(
             return HttpResponse::from_error(error);
         }
     };
-    let max = max_message(&state.config);
     let input = input
         .max_frame_size(max)
         .aggregate_continuations()
@@ -444,6 +452,18 @@ async fn websocket(
 }
 
 /// The longest WebSocket message a session accepts: its line limit.
+/// The request's payload behind a [`FrameGuard`]: a frame declaring more
+/// than `max` bytes ends it at its header, before its payload is buffered.
+async fn guard_frames(
+    req: &HttpRequest,
+    body: web::Payload,
+    max: usize,
+) -> Result<web::Payload, actix_web::Error> {
+    let guarded: actix_http::BoxedPayloadStream = Box::pin(FrameGuard::new(body.into_inner(), max));
+    let mut payload = actix_web::dev::Payload::Stream { payload: guarded };
+    web::Payload::from_request(req, &mut payload).await
+}
+
 fn max_message(config: &SessionConfig) -> usize {
     match config.framing {
         crate::framing::Framing::Lines { max_line } => max_line,

@@ -118,6 +118,7 @@ pub mod registry;
 pub mod room;
 pub mod server;
 pub mod signal;
+mod ws_frame_guard;
 
 pub use actors::dispatcher::SessionInfo;
 pub use actors::listener::{Listener, StopAccepting};

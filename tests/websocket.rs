@@ -633,6 +633,16 @@ async fn the_lobby_page_and_health_are_served() {
     );
     let missing = http_get(http, "/nothing", &[]);
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    // Load balancers often check with HEAD.
+    let mut stream = StdTcpStream::connect(http).expect("connect to HTTP");
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let head = format!("HEAD /healthz HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("a whole response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
 #[tokio::test]
@@ -684,4 +694,61 @@ async fn healthz_reports_draining_while_a_shutdown_waits_for_a_slow_peer() {
     }
     assert!(server.wait_exit(READ_TIMEOUT).success());
     drop(sloth);
+}
+
+/// Upgrades a raw connection to a WebSocket and reads past the response
+/// head, so the test can write frames byte by byte.
+fn raw_websocket(http: SocketAddr) -> StdTcpStream {
+    let upgrade = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    let mut stream = http_request(http, "/ws", &upgrade);
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("no response head: {other:?} after {head:?}"),
+        }
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    stream
+}
+
+#[tokio::test]
+async fn a_frame_header_declaring_a_gigabyte_is_refused_before_its_payload() {
+    let (server, http, _json) = lobby(&["--max-line", "100"]);
+    let baseline = common::rss_bytes(server.pid());
+    let mut stream = raw_websocket(http);
+    // A masked text frame declaring 1 GiB, then 8 MiB of its payload: the
+    // server must refuse at the header and buffer none of it.
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend((1u64 << 30).to_be_bytes());
+    header.extend([1, 2, 3, 4]);
+    stream.write_all(&header).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..128 {
+        if stream.write_all(&chunk).is_err() {
+            break; // refused and closed: what this test waits for
+        }
+    }
+    // Skip the welcome event; the close frame follows.
+    let mut frames = Vec::new();
+    let _ = stream.read_to_end(&mut frames);
+    let close = frames
+        .windows(4)
+        .position(|w| w[0] == 0x88 && w[2..4] == 1009u16.to_be_bytes());
+    assert!(
+        close.is_some(),
+        "no close 1009 in {:?}",
+        String::from_utf8_lossy(&frames)
+    );
+    let growth = common::rss_bytes(server.pid()).saturating_sub(baseline);
+    assert!(
+        growth < 4 << 20,
+        "the server buffered {growth} bytes of the frame"
+    );
 }

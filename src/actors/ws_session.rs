@@ -85,10 +85,29 @@ impl fmt::Display for WsEnd {
     }
 }
 
+/// What a read error that is the peer's fault, not the connection's, is
+/// refused with. actix-ws reports them all as I/O errors: a frame over the
+/// limit (our `FrameGuard`: `PayloadError::Overflow`), a fragmented message
+/// over it (an error it names by its text), invalid UTF-8 (`InvalidData`).
+fn refusal_of(error: &std::io::Error) -> Option<(CloseCode, &'static str)> {
+    let overflow = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<actix_http::error::PayloadError>())
+        .is_some_and(|inner| matches!(inner, actix_http::error::PayloadError::Overflow));
+    if overflow || error.to_string().contains("maximum continuation size") {
+        Some((CloseCode::Size, "message too big"))
+    } else if error.kind() == std::io::ErrorKind::InvalidData {
+        Some((CloseCode::Invalid, "text is not UTF-8"))
+    } else {
+        None
+    }
+}
+
 /// The close frame a session ending for `reason` sends: `1000` for a quit
 /// or a peer's own close, `1001` for shutdown or a lost cluster node, `1008` for an idle timeout or
 /// a kick, `1013` for a slow consumer, `1011` for an error; the reason text
-/// is the reason's word.
+/// is the reason's word. (A slow consumer's connection is dropped without
+/// its close frame: the peer is not reading it.)
 pub fn close_code(reason: DisconnectReason) -> CloseCode {
     match reason {
         DisconnectReason::Quit | DisconnectReason::Closed => CloseCode::Normal,
@@ -597,7 +616,10 @@ impl<P: Protocol> StreamHandler<Result<AggregatedMessage, ProtocolError>> for Ws
             }
             Err(ProtocolError::Io(error)) => {
                 debug!("ws session {} read failed: {error}", self.engine.id());
-                return self.end_abruptly(DisconnectReason::Reset, ctx);
+                return match refusal_of(&error) {
+                    Some((code, text)) => self.refuse(code, text, ctx),
+                    None => self.end_abruptly(DisconnectReason::Reset, ctx),
+                };
             }
             Err(error) => {
                 let text = error.to_string();
