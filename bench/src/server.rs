@@ -6,17 +6,18 @@
 //! (by PID, through its `Child`) when dropped, so every exit path — an error,
 //! a panic — stops what the bench started.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::BenchResult;
 use crate::affinity::{self, CpuSet};
+use crate::chaos::process::LoggedChild;
+/// Has the kernel kill the child `command` starts should this bench die
+/// without running its destructors (the chaos run's, shared).
+pub use crate::chaos::process::kill_with_parent;
 
 /// Which implementation a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -184,10 +185,9 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
 
 /// A running server, killed when dropped.
 pub struct ServerProc {
-    child: Child,
+    process: LoggedChild,
     pub pid: u32,
     pub addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProc {
@@ -239,46 +239,30 @@ impl ServerProc {
                 "warn,switchboard::actors::listener=info,switchboard::actors::http_listener=info",
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         kill_with_parent(&mut command);
         if let Some(cpus) = cpus {
             affinity::pin_child(&mut command, cpus);
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
-        let pid = child.id();
-        let stderr = child.stderr.take().ok_or("stderr not piped")?;
-        let log = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = mpsc::channel();
-        let log_writer = log.clone();
         // The WebSocket lobby is measured on the HTTP (or `ws`) listener.
         let wanted = match service {
             Service::WsLobby => &["(http)", "(ws)"][..],
             Service::Echo | Service::Lobby => &[][..],
         };
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1)
-                    && let Some(addr) = rest.split_whitespace().next()
-                    && let Ok(addr) = addr.parse::<SocketAddr>()
-                    && (wanted.is_empty() || wanted.iter().any(|label| rest.ends_with(label)))
-                {
-                    let _ = addr_tx.send(addr);
-                }
-                let mut log = log_writer.lock().unwrap_or_else(|e| e.into_inner());
-                if log.len() < 10_000 {
-                    log.push(line);
-                }
+        let process = LoggedChild::spawn(&mut command, 10_000, move |line| {
+            if let Some(rest) = line.split("listening on ").nth(1)
+                && let Some(addr) = rest.split_whitespace().next()
+                && let Ok(addr) = addr.parse::<SocketAddr>()
+                && (wanted.is_empty() || wanted.iter().any(|label| rest.ends_with(label)))
+            {
+                let _ = addr_tx.send(addr);
             }
-        });
+        })?;
         let mut server = ServerProc {
-            child,
-            pid,
+            pid: process.pid,
+            process,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
         };
         match addr_rx.recv_timeout(Duration::from_secs(15)) {
             Ok(addr) => server.addr = addr,
@@ -296,7 +280,7 @@ impl ServerProc {
 
     /// Everything the server logged so far.
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.process.log_lines()
     }
 
     /// Lines the server logged at warn or error level (or anything else that
@@ -310,28 +294,6 @@ impl ServerProc {
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Has the kernel kill the child `command` starts should this bench die
-/// without running its destructors.
-pub fn kill_with_parent(command: &mut Command) {
-    // SAFETY: prctl is async-signal-safe; it only sets the child's parent
-    // death signal.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
+        self.process.alive()
     }
 }
