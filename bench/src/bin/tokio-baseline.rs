@@ -361,7 +361,7 @@ impl Lobby {
         let verb = words.next().unwrap_or("").to_ascii_lowercase();
         let args: Vec<&str> = words.collect();
         match (verb.as_str(), args.as_slice()) {
-            ("join", [room]) => self.join(client, room),
+            ("join", [room]) => self.join::<Text>(client, room),
             ("leave", []) => {
                 let Some(room) = client.room.take() else {
                     client.send("ERR not-in-room join a room first\n".into());
@@ -371,7 +371,7 @@ impl Lobby {
                 state.broadcast(&room, line(format!("LEAVE {room} {}", client.nick)));
                 state.remove(&room, client.id);
             }
-            ("nick", [name]) => self.nick(client, name),
+            ("nick", [name]) => self.nick::<Text>(client, name),
             ("rooms", []) => {
                 let mut reply = String::from("ROOMS");
                 for (room, members) in &self.state.lock().unwrap().rooms {
@@ -385,7 +385,7 @@ impl Lobby {
                     client.send("ERR not-in-room join a room first\n".into());
                     return false;
                 };
-                let who = self.who(&self.state.lock().unwrap(), room);
+                let who = Text::who(&self.state.lock().unwrap(), room);
                 client.send(who);
             }
             ("ping", []) => client.send("PONG\n".into()),
@@ -414,29 +414,21 @@ impl Lobby {
         false
     }
 
-    fn who(&self, state: &State, room: &str) -> String {
-        let mut reply = format!("WHO {room}");
-        for member in state.rooms.get(room).into_iter().flatten() {
-            reply.push(' ');
-            reply.push_str(&member.nick);
-        }
-        reply.push('\n');
-        reply
-    }
-
-    fn join(&self, client: &mut Client, room: &str) {
+    /// `/join ROOM` (or the `join` command): leaves the old room, joins
+    /// `room` and replies with its members, in `D`'s words.
+    fn join<D: Dialect>(&self, client: &mut Client, room: &str) {
         if !valid_name(room) {
-            client.send("ERR bad-name names are 1-32 of A-Z a-z 0-9 _ -\n".into());
+            client.send(D::bad_name());
             return;
         }
         let mut state = self.state.lock().unwrap();
         if client.room.as_deref() == Some(room) {
-            let who = self.who(&state, room);
+            let who = D::who(&state, room);
             client.send(who);
             return;
         }
         if let Some(old) = client.room.take() {
-            state.broadcast(&old, line(format!("LEAVE {old} {}", client.nick)));
+            state.broadcast(&old, D::leave(&old, &client.nick));
             state.remove(&old, client.id);
         }
         state
@@ -444,27 +436,29 @@ impl Lobby {
             .entry(room.to_owned())
             .or_default()
             .push(client.member());
-        state.broadcast(room, line(format!("JOIN {room} {}", client.nick)));
-        let who = self.who(&state, room);
+        state.broadcast(room, D::join(room, &client.nick));
+        let who = D::who(&state, room);
         client.send(who);
         client.room = Some(room.to_owned());
     }
 
-    fn nick(&self, client: &mut Client, name: &str) {
+    /// `/nick NAME` (or the `nick` command): takes `name` if it is free and
+    /// tells the room, or the client alone, in `D`'s words.
+    fn nick<D: Dialect>(&self, client: &mut Client, name: &str) {
         if !valid_name(name) {
-            client.send("ERR bad-name names are 1-32 of A-Z a-z 0-9 _ -\n".into());
+            client.send(D::bad_name());
             return;
         }
         let mut state = self.state.lock().unwrap();
         let key = name.to_ascii_lowercase();
         if key != client.nick.to_ascii_lowercase() && !state.nicks.insert(key) {
-            client.send(format!("ERR nick-taken {name} is already taken\n"));
+            client.send(D::nick_taken(name));
             return;
         }
         state.nicks.remove(&client.nick.to_ascii_lowercase());
         state.nicks.insert(name.to_ascii_lowercase());
         let old = std::mem::replace(&mut client.nick, Arc::from(name));
-        let announce = line(format!("NICK {old} {name}"));
+        let announce = D::nick(&old, name);
         match client.room.clone() {
             Some(room) => {
                 if let Some(me) = state
@@ -474,13 +468,63 @@ impl Lobby {
                 {
                     me.nick = client.nick.clone();
                 }
-                state.broadcast(&room, announce);
+                state.broadcast(&room, Bytes::from(announce));
             }
             None => {
                 drop(state);
-                client.send(format!("NICK {old} {name}\n"));
+                client.send(announce);
             }
         }
+    }
+}
+
+/// How the lobby words what `join` and `nick` say: text lines ([`Text`]) or
+/// JSON events over WebSocket (`ws::Json`).
+trait Dialect {
+    /// The reply to a name that is not 1-32 of A-Z a-z 0-9 _ -.
+    fn bad_name() -> String;
+    /// The reply to a nick someone else has.
+    fn nick_taken(name: &str) -> String;
+    /// The members of `room`.
+    fn who(state: &State, room: &str) -> String;
+    fn join(room: &str, nick: &str) -> Bytes;
+    fn leave(room: &str, nick: &str) -> Bytes;
+    /// A nick change, to the room or to the client alone.
+    fn nick(old: &str, new: &str) -> String;
+}
+
+/// The text lobby's lines.
+struct Text;
+
+impl Dialect for Text {
+    fn bad_name() -> String {
+        "ERR bad-name names are 1-32 of A-Z a-z 0-9 _ -\n".into()
+    }
+
+    fn nick_taken(name: &str) -> String {
+        format!("ERR nick-taken {name} is already taken\n")
+    }
+
+    fn who(state: &State, room: &str) -> String {
+        let mut reply = format!("WHO {room}");
+        for member in state.rooms.get(room).into_iter().flatten() {
+            reply.push(' ');
+            reply.push_str(&member.nick);
+        }
+        reply.push('\n');
+        reply
+    }
+
+    fn join(room: &str, nick: &str) -> Bytes {
+        line(format!("JOIN {room} {nick}"))
+    }
+
+    fn leave(room: &str, nick: &str) -> Bytes {
+        line(format!("LEAVE {room} {nick}"))
+    }
+
+    fn nick(old: &str, new: &str) -> String {
+        format!("NICK {old} {new}\n")
     }
 }
 
@@ -655,13 +699,13 @@ mod ws {
                     Command {
                         room: Some(room), ..
                     },
-                ) => self.ws_join(client, &room),
+                ) => self.join::<Json>(client, &room),
                 (
                     "nick",
                     Command {
                         name: Some(name), ..
                     },
-                ) => self.ws_nick(client, &name),
+                ) => self.nick::<Json>(client, &name),
                 ("leave", _) => {
                     let Some(room) = client.room.take() else {
                         client.send(error("not-in-room", "join a room first"));
@@ -710,78 +754,44 @@ mod ws {
             }
             false
         }
+    }
 
-        fn ws_join(&self, client: &mut Client, room: &str) {
-            if !valid_name(room) {
-                client.send(error("bad-name", "names are 1-32 of A-Z a-z 0-9 _ -"));
-                return;
-            }
-            let mut state = self.state.lock().unwrap();
-            if client.room.as_deref() == Some(room) {
-                let who = who(&state, room);
-                client.send(who);
-                return;
-            }
-            if let Some(old) = client.room.take() {
-                let leave = format!(
-                    r#"{{"event":"leave","room":{},"nick":{}}}"#,
-                    js(&old),
-                    js(&client.nick)
-                );
-                state.broadcast(&old, Bytes::from(leave));
-                state.remove(&old, client.id);
-            }
-            state
-                .rooms
-                .entry(room.to_owned())
-                .or_default()
-                .push(client.member());
+    /// The JSON lobby's events.
+    pub struct Json;
+
+    impl Dialect for Json {
+        fn bad_name() -> String {
+            error("bad-name", "names are 1-32 of A-Z a-z 0-9 _ -")
+        }
+
+        fn nick_taken(_: &str) -> String {
+            error("nick-taken", "that nick is taken")
+        }
+
+        fn who(state: &State, room: &str) -> String {
+            who(state, room)
+        }
+
+        fn join(room: &str, nick: &str) -> Bytes {
             let join = format!(
                 r#"{{"event":"join","room":{},"nick":{}}}"#,
                 js(room),
-                js(&client.nick)
+                js(nick)
             );
-            state.broadcast(room, Bytes::from(join));
-            let who = who(&state, room);
-            client.send(who);
-            client.room = Some(room.to_owned());
+            Bytes::from(join)
         }
 
-        fn ws_nick(&self, client: &mut Client, name: &str) {
-            if !valid_name(name) {
-                client.send(error("bad-name", "names are 1-32 of A-Z a-z 0-9 _ -"));
-                return;
-            }
-            let mut state = self.state.lock().unwrap();
-            let key = name.to_ascii_lowercase();
-            if key != client.nick.to_ascii_lowercase() && !state.nicks.insert(key) {
-                client.send(error("nick-taken", "that nick is taken"));
-                return;
-            }
-            state.nicks.remove(&client.nick.to_ascii_lowercase());
-            state.nicks.insert(name.to_ascii_lowercase());
-            let old = std::mem::replace(&mut client.nick, Arc::from(name));
-            let announce = format!(
-                r#"{{"event":"nick","old":{},"new":{}}}"#,
-                js(&old),
-                js(name)
+        fn leave(room: &str, nick: &str) -> Bytes {
+            let leave = format!(
+                r#"{{"event":"leave","room":{},"nick":{}}}"#,
+                js(room),
+                js(nick)
             );
-            match client.room.clone() {
-                Some(room) => {
-                    if let Some(me) = state
-                        .rooms
-                        .get_mut(&room)
-                        .and_then(|members| members.iter_mut().find(|m| m.id == client.id))
-                    {
-                        me.nick = client.nick.clone();
-                    }
-                    state.broadcast(&room, Bytes::from(announce));
-                }
-                None => {
-                    drop(state);
-                    client.send(announce);
-                }
-            }
+            Bytes::from(leave)
+        }
+
+        fn nick(old: &str, new: &str) -> String {
+            format!(r#"{{"event":"nick","old":{},"new":{}}}"#, js(old), js(new))
         }
     }
 
