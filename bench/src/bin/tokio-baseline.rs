@@ -594,6 +594,16 @@ mod ws {
         Bytes::from(event)
     }
 
+    /// `{"event":EVENT,"room":ROOM,"nick":NICK}`.
+    fn member_event(event: &str, room: &str, nick: &str) -> Bytes {
+        let event = format!(
+            r#"{{"event":"{event}","room":{},"nick":{}}}"#,
+            js(room),
+            js(nick)
+        );
+        Bytes::from(event)
+    }
+
     fn error(code: &str, message: &str) -> String {
         format!(
             r#"{{"event":"error","code":{},"message":{}}}"#,
@@ -773,21 +783,11 @@ mod ws {
         }
 
         fn join(room: &str, nick: &str) -> Bytes {
-            let join = format!(
-                r#"{{"event":"join","room":{},"nick":{}}}"#,
-                js(room),
-                js(nick)
-            );
-            Bytes::from(join)
+            member_event("join", room, nick)
         }
 
         fn leave(room: &str, nick: &str) -> Bytes {
-            let leave = format!(
-                r#"{{"event":"leave","room":{},"nick":{}}}"#,
-                js(room),
-                js(nick)
-            );
-            Bytes::from(leave)
+            member_event("leave", room, nick)
         }
 
         fn nick(old: &str, new: &str) -> String {
