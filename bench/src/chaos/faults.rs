@@ -350,9 +350,8 @@ async fn request(
         let deadline = Instant::now() + IO_TIMEOUT;
         // Bounded by the deadline.
         let reply = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
             let reply = conn
-                .line_within(left)
+                .line_before(deadline)
                 .await
                 .map_err(|e| format!("{what}: waiting for {wanted:?}: {e}"))?
                 .ok_or_else(|| format!("{what}: closed while waiting for {wanted:?}"))?;
@@ -627,9 +626,8 @@ async fn count_errors_until_pong(
     let mut count = 0;
     // Bounded by the deadline.
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
         let line = conn
-            .line_within(left)
+            .line_before(deadline)
             .await
             .map_err(err("waiting for PONG"))?
             .ok_or("closed while waiting for PONG")?;
@@ -777,9 +775,8 @@ async fn over_long(
     let deadline = Instant::now() + IO_TIMEOUT;
     // Bounded by the deadline: the PONG and both echoes.
     while !(ponged && passed == 2) {
-        let left = deadline.saturating_duration_since(Instant::now());
         let line = conn
-            .line_within(left)
+            .line_before(deadline)
             .await
             .map_err(|e| format!("waiting for PONG and 2 echoes ({passed} seen): {e}"))?
             .ok_or("closed while waiting for PONG")?;
@@ -826,9 +823,8 @@ async fn flood(ctx: &Arc<FaultCtx>, nick: &str, room: &str, lingering: bool) -> 
     let deadline = started + IO_TIMEOUT;
     // Bounded by the deadline: one answer per line.
     while passed + limited < lines {
-        let left = deadline.saturating_duration_since(Instant::now());
         let line = conn
-            .line_within(left)
+            .line_before(deadline)
             .await
             .map_err(|e| format!("{passed} passed + {limited} limited of {lines}: {e}"))?
             .ok_or("closed during the flood")?;

@@ -102,14 +102,19 @@ impl Conn {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no line in time"))?
     }
 
+    /// [`Conn::next_line`] before `deadline` (a `TimedOut` error after it).
+    pub async fn line_before(&mut self, deadline: Instant) -> io::Result<Option<Vec<u8>>> {
+        self.line_within(deadline.saturating_duration_since(Instant::now()))
+            .await
+    }
+
     /// Reads until a line starting with `prefix` (returned), skipping others,
     /// all within [`IO_TIMEOUT`].
     pub async fn expect(&mut self, prefix: &str) -> io::Result<String> {
         let deadline = Instant::now() + IO_TIMEOUT;
         // Bounded by the deadline.
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.line_within(left).await {
+            match self.line_before(deadline).await {
                 Ok(Some(line)) if line.starts_with(prefix.as_bytes()) => {
                     return Ok(String::from_utf8_lossy(&line).into_owned());
                 }
