@@ -27,11 +27,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
@@ -306,38 +307,52 @@ impl Lobby {
 
     async fn client(self: Arc<Self>, stream: TcpStream) {
         let (read_half, write_half) = stream.into_split();
-        let (mut client, rx) = self.register();
+        let (client, rx) = self.register();
         let writer = tokio::spawn(writer(write_half, rx, client.kill.clone()));
         client.send(format!("WELCOME {} {}\n", client.id, client.nick));
 
-        let mut lines = FramedRead::new(read_half, LinesCodec::new_with_max_length(self.max_line));
+        let lines = FramedRead::new(read_half, LinesCodec::new_with_max_length(self.max_line));
+        self.session(client, writer, lines, |client, next| match next {
+            Ok(text) => self.handle(client, &text).then_some(End::Quit),
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                client.send("ERR line-too-long line exceeds the maximum length\n".into());
+                Some(End::Error)
+            }
+            Err(LinesCodecError::Io(error)) => Some(match error.kind() {
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => End::Reset,
+                io::ErrorKind::InvalidData => {
+                    client.send("ERR bad-encoding lines must be UTF-8\n".into());
+                    End::Error
+                }
+                _ => End::Error,
+            }),
+        })
+        .await;
+    }
+
+    /// Serves a registered connection until it ends: hands each input to
+    /// `on`, which answers it and says whether (and how) the connection
+    /// ended; the input running out is `Closed`, the client killed as a slow
+    /// consumer is `SlowConsumer`. Then unregisters it and waits for its
+    /// `writer` to drain what is owed.
+    async fn session<S: Stream + Unpin>(
+        &self,
+        mut client: Client,
+        writer: JoinHandle<()>,
+        mut input: S,
+        mut on: impl FnMut(&mut Client, S::Item) -> Option<End>,
+    ) {
         let end = loop {
             let next = tokio::select! {
                 biased;
                 () = client.kill.cancelled() => break End::SlowConsumer,
-                next = lines.next() => next,
+                next = input.next() => next,
             };
-            match next {
-                None => break End::Closed,
-                Some(Ok(text)) => {
-                    if self.handle(&mut client, &text) {
-                        break End::Quit;
-                    }
-                }
-                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                    client.send("ERR line-too-long line exceeds the maximum length\n".into());
-                    break End::Error;
-                }
-                Some(Err(LinesCodecError::Io(error))) => {
-                    break match error.kind() {
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => End::Reset,
-                        io::ErrorKind::InvalidData => {
-                            client.send("ERR bad-encoding lines must be UTF-8\n".into());
-                            End::Error
-                        }
-                        _ => End::Error,
-                    };
-                }
+            let Some(next) = next else {
+                break End::Closed;
+            };
+            if let Some(end) = on(&mut client, next) {
+                break end;
             }
         };
         self.unregister(&mut client, end);
@@ -645,35 +660,22 @@ mod ws {
                 Ok(ws) => ws,
                 Err(_) => return,
             };
-            let (sink, mut messages) = ws.split();
-            let (mut client, rx) = self.register();
+            let (sink, messages) = ws.split();
+            let (client, rx) = self.register();
             let writer = tokio::spawn(ws_writer(sink, rx, client.kill.clone()));
             client.send(format!(
                 r#"{{"event":"welcome","id":{},"nick":{}}}"#,
                 client.id,
                 js(&client.nick)
             ));
-            let end = loop {
-                let next = tokio::select! {
-                    biased;
-                    () = client.kill.cancelled() => break End::SlowConsumer,
-                    next = messages.next() => next,
-                };
-                match next {
-                    None | Some(Ok(Message::Close(_))) => break End::Closed,
-                    Some(Ok(Message::Text(text))) => {
-                        if self.ws_handle(&mut client, &text) {
-                            break End::Quit;
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => break End::Error,
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) => break End::Reset,
-                }
-            };
-            self.unregister(&mut client, end);
-            drop(client);
-            let _ = writer.await;
+            self.session(client, writer, messages, |client, next| match next {
+                Ok(Message::Close(_)) => Some(End::Closed),
+                Ok(Message::Text(text)) => self.ws_handle(client, &text).then_some(End::Quit),
+                Ok(Message::Binary(_)) => Some(End::Error),
+                Ok(_) => None,
+                Err(_) => Some(End::Reset),
+            })
+            .await;
         }
 
         /// Answers one command; true when the client quit.
