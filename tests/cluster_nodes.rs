@@ -493,3 +493,60 @@ fn a_json_member_hears_of_a_killed_node_in_json() {
     );
     drop(doomed);
 }
+
+#[test]
+fn a_redis_stall_longer_than_the_node_timeout_declares_no_live_node_dead() {
+    let Some(redis) = Redis::start() else { return };
+    let servers = nodes(&redis, 2, &[]);
+    let mut members = seat(&servers, "s", 2, "stall");
+    // Redis stops answering for longer than the 5 s node timeout: no node
+    // can heartbeat, so none may judge another dead by its silence.
+    redis.signal(libc::SIGSTOP);
+    thread::sleep(Duration::from_secs(7));
+    redis.signal(libc::SIGCONT);
+    // Both members are still there: a line crosses nodes, and the first
+    // line either reads after the stall is that line, not a QUIT.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        members[0].send("/who stall");
+        let line = members[0].line();
+        if line == "WHO stall s0 s1" {
+            break;
+        }
+        assert!(line.starts_with("ERR unavailable "), "{line}");
+        assert!(Instant::now() < deadline, "the cluster never recovered");
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Past two more heartbeats and a timeout, still no one was reaped.
+    thread::sleep(Duration::from_secs(6));
+    members[1].send("after the stall");
+    for member in &mut members {
+        member.expect("MSG stall s1 after the stall");
+    }
+}
+
+#[test]
+fn a_node_started_with_a_live_node_s_name_refuses_to_start() {
+    let Some(redis) = Redis::start() else { return };
+    let url = redis.url();
+    let live = Server::start(&["--cluster", &url, "--node-name", "twin"]);
+    let mut member = live.named("m");
+    member.join_alone("r");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--cluster",
+            &url,
+            "--node-name",
+            "twin",
+        ])
+        .output()
+        .expect("run a second node");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by a live node"), "{stderr}");
+    // The live node's member was not evicted.
+    member.send("/who r");
+    member.expect("WHO r m");
+}

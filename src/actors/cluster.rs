@@ -804,7 +804,9 @@ impl Cluster {
                         for node in dead.iter().filter_map(text) {
                             if node != *self.node {
                                 let mut cmd = eval(&scripts::REAP);
-                                cmd.arg(&node).arg(DisconnectReason::NodeDown.word());
+                                cmd.arg(&node)
+                                    .arg(DisconnectReason::NodeDown.word())
+                                    .arg(self.config.timeout.as_millis() as u64);
                                 self.send(cmd, Tag::Reap(node));
                             }
                         }

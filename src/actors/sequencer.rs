@@ -530,10 +530,12 @@ fn sequence_in(room: &RoomName, state: &Room, step: Step, local: &Local) {
         };
         delivers.push((thread, deliver));
     }
-    // Across threads, the answer waits for every one of them (see
-    // `Applied`); on one thread it travels with the step.
+    // A publish's answer, which only returns the sender's credit, waits for
+    // every thread (see `Applied`). Other answers travel with the step, on
+    // the requester's thread, so they come right after the events the
+    // request caused (own `JOIN`, then `WHO`).
     if delivers.len() > 1
-        && let Some((requester, response)) = step.answer
+        && let Some((requester, response @ Response::Published)) = step.answer
     {
         let applied = Arc::new(Applied::new(
             delivers.len(),

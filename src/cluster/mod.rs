@@ -104,6 +104,9 @@ pub enum ClusterError {
     /// Redis could not be reached or refused a request.
     #[error("cannot reach redis at {0}: {1}")]
     Unreachable(String, String),
+    /// A live node already goes by this node's name.
+    #[error("--node-name {0:?} is in use by a live node of the cluster")]
+    NameInUse(String),
     /// The server's own configuration is out of range.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -217,12 +220,18 @@ pub(crate) async fn join(config: ClusterConfig) -> Result<Joined, ClusterError> 
             .await
             .map_err(unreachable)?;
     }
-    let _: i64 = scripts::REAP
+    // A previous run of this node that died is reaped; a live node of the
+    // same name is left alone, and this one does not start.
+    let reaped: i64 = scripts::REAP
         .arg(&config.node_name)
         .arg(crate::DisconnectReason::NodeDown.word())
+        .arg(config.timeout.as_millis() as u64)
         .invoke_async(&mut commands)
         .await
         .map_err(unreachable)?;
+    if reaped == -2 {
+        return Err(ClusterError::NameInUse(config.node_name.clone()));
+    }
     let (epoch, number): (String, u64) = scripts::REGISTER
         .arg(&config.node_name)
         .arg(new_epoch())

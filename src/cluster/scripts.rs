@@ -272,26 +272,46 @@ return {epoch, redis.call('INCR', P..'node-number')}
 
 /// ARGV: node, its epoch, timeout (ms). Answers `{'lost'}` (Redis lost its
 /// data), `{'dead'}` (the node was declared dead) or `{'ok', dead nodes…}`.
+///
+/// After a silence of the whole cluster longer than the timeout (no node's
+/// heartbeat reached Redis: Redis stalled), no node is named dead for one
+/// more timeout, so that every node has heartbeated again first. Without
+/// this, the first node through after a Redis stall reaped every other
+/// (the heartbeats queued during the stall arrive one node at a time).
 pub(crate) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 if redis.call('GET', P..'epoch') ~= ARGV[2] then return {'lost'} end
 if not alive(ARGV[1]) then return {'dead'} end
-local now = now_ms()
+local now, timeout = now_ms(), tonumber(ARGV[3])
 redis.call('ZADD', P..'nodes', now, ARGV[1])
-return {'ok', redis.call('ZRANGEBYSCORE', P..'nodes', '-inf', now - tonumber(ARGV[3]))}
+local last = tonumber(redis.call('GET', P..'last-beat') or now)
+redis.call('SET', P..'last-beat', now)
+if now - last >= timeout then redis.call('SET', P..'judge-after', now + timeout) end
+if now < tonumber(redis.call('GET', P..'judge-after') or 0) then return {'ok'} end
+return {'ok', redis.call('ZRANGEBYSCORE', P..'nodes', '-inf', now - timeout)}
 "#,
     )
 });
 
-/// ARGV: dead node, reason word. Exactly one caller wins the `ZREM` and
-/// removes the node's members (one `QUIT` each, sequenced in the member's
-/// room) and names. Answers -1 when another node reaped it first, else how
-/// many members were told.
+/// ARGV: dead node, reason word, and (when it is judged silent: at start-up,
+/// or named by a heartbeat) the timeout (ms), checked again here, since the
+/// node may have heartbeated since, or the cluster's silence been Redis's.
+/// Exactly one caller wins the `ZREM` and removes the node's members (one
+/// `QUIT` each, sequenced in the member's room) and names. Answers -1 when
+/// another node reaped it first, -2 when given a timeout and the node has
+/// heartbeated within it (a live node of that name), else how many members
+/// were told.
 pub(crate) static REAP: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local dead, word = ARGV[1], ARGV[2]
+if ARGV[3] then
+  local now = now_ms()
+  local seen = alive(dead)
+  if seen and now - tonumber(seen) < tonumber(ARGV[3]) then return -2 end
+  if now < tonumber(redis.call('GET', P..'judge-after') or 0) then return -2 end
+end
 if redis.call('ZREM', P..'nodes', dead) == 0 then return -1 end
 local told = 0
 for _, seat in ipairs(redis.call('SMEMBERS', P..'nr:'..dead)) do

@@ -97,6 +97,14 @@ impl Redis {
         self.kill();
     }
 
+    /// Sends Redis `signal` (e.g. `SIGSTOP` to stall it, `SIGCONT` after).
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("redis is running");
+        // SAFETY: kill(2) on the pid of a child this test started.
+        let pid = child.id() as libc::pid_t;
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal redis");
+    }
+
     /// Starts Redis again after [`Redis::stop`], on the same socket.
     pub fn start_again(&mut self) {
         self.spawn();
