@@ -52,6 +52,7 @@ enum Command {
     Fanout(scenarios::fanout::FanoutArgs),
     /// `fanout` over WebSocket (JSON lobby): M members, K senders
     WsFanout(scenarios::ws_fanout::WsFanoutArgs),
+    /// `fanout` with the room split over cluster nodes sharing a Redis
     ClusterFanout(scenarios::cluster_fanout::ClusterFanoutArgs),
     /// C idle connections: server memory per connection, all held
     Idle(scenarios::idle::IdleArgs),
