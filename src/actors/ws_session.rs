@@ -256,7 +256,10 @@ impl Stream for WsBody {
             }
         }
         this.1 = None;
-        let mut buf = BytesMut::new();
+        // Room for the frames queued (up to a chunk) and their headers, so a
+        // burst is framed without reallocating.
+        let queued = shared.bytes.min(BODY_CHUNK) + 14 * shared.queue.len().min(BODY_CHUNK / 64);
+        let mut buf = BytesMut::with_capacity(queued);
         while buf.len() < BODY_CHUNK {
             let Some(outgoing) = shared.queue.pop_front() else {
                 break;
@@ -265,10 +268,10 @@ impl Stream for WsBody {
                 Outgoing::Frame(frame) => {
                     shared.bytes -= frame.len();
                     let payload = frame.strip_suffix(b"\n").unwrap_or(&frame);
-                    let op = match std::str::from_utf8(payload) {
-                        Ok(_) => OpCode::Text,
-                        Err(_) => OpCode::Binary,
-                    };
+                    // ASCII (every lobby event) is checked fastest; other
+                    // bytes must be UTF-8 to go as text.
+                    let text = payload.is_ascii() || std::str::from_utf8(payload).is_ok();
+                    let op = if text { OpCode::Text } else { OpCode::Binary };
                     Parser::write_message(&mut buf, payload, op, true, false);
                 }
                 Outgoing::Ping => Parser::write_message(&mut buf, b"", OpCode::Ping, true, false),
