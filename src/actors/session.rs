@@ -87,9 +87,7 @@ impl<P: Protocol> Session<P> {
         permit: Option<ConnectionPermit>,
         drain: Option<DrainGuard>,
     ) -> Self {
-        let rate_limit = config
-            .max_frames_per_sec
-            .map(|rate| Box::new(TokenBucket::new(rate.get())));
+        let rate_limit = TokenBucket::for_session(&config);
         let (reader, writer) = stream.into_split();
         let inbox = Arc::new(Inbox::for_session(&config));
         let handle = SessionHandle::new(id, inbox.clone());
@@ -471,6 +469,14 @@ pub(crate) struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// The inbound rate limit `config` sets, if any. Boxed: most sessions
+    /// have none, and every session pays for the size of its struct.
+    pub(crate) fn for_session(config: &SessionConfig) -> Option<Box<Self>> {
+        config
+            .max_frames_per_sec
+            .map(|rate| Box::new(TokenBucket::new(rate.get())))
+    }
+
     pub(crate) fn new(rate: u32) -> Self {
         TokenBucket {
             rate: f64::from(rate),

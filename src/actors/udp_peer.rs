@@ -146,9 +146,7 @@ impl<P: Protocol> UdpPeer<P> {
             permit,
             drain,
         } = parts;
-        let rate_limit = config
-            .max_frames_per_sec
-            .map(|rate| Box::new(TokenBucket::new(rate.get())));
+        let rate_limit = TokenBucket::for_session(&config);
         let inbox = Arc::new(Inbox::for_session(&config));
         let unverified = Box::new(Unverified::new());
         let handle = SessionHandle::new(id, inbox.clone());

@@ -349,9 +349,7 @@ impl<P: Protocol> WsSession<P> {
             permit,
             drain,
         } = parts;
-        let rate_limit = config
-            .max_frames_per_sec
-            .map(|rate| Box::new(TokenBucket::new(rate.get())));
+        let rate_limit = TokenBucket::for_session(&config);
         let inbox = Arc::new(Inbox::for_session(&config));
         let handle = SessionHandle::new(id, inbox.clone());
         let engine = Engine::new(protocol, handle, peer, config.wire, (registry, local))
