@@ -451,7 +451,6 @@ async fn websocket(
     response.set_body(body).map_into_boxed_body()
 }
 
-/// The longest WebSocket message a session accepts: its line limit.
 /// The request's payload behind a [`FrameGuard`]: a frame declaring more
 /// than `max` bytes ends it at its header, before its payload is buffered.
 async fn guard_frames(
@@ -464,6 +463,7 @@ async fn guard_frames(
     web::Payload::from_request(req, &mut payload).await
 }
 
+/// The longest WebSocket message a session accepts: its line limit.
 fn max_message(config: &SessionConfig) -> usize {
     match config.framing {
         crate::framing::Framing::Lines { max_line } => max_line,

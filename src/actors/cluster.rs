@@ -806,7 +806,8 @@ impl Cluster {
                                 let mut cmd = eval(&scripts::REAP);
                                 cmd.arg(&node)
                                     .arg(DisconnectReason::NodeDown.word())
-                                    .arg(self.config.timeout.as_millis() as u64);
+                                    .arg(self.config.timeout.as_millis() as u64)
+                                    .arg("after-grace");
                                 self.send(cmd, Tag::Reap(node));
                             }
                         }

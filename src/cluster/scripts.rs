@@ -296,12 +296,14 @@ return {'ok', redis.call('ZRANGEBYSCORE', P..'nodes', '-inf', now - timeout)}
 
 /// ARGV: dead node, reason word, and (when it is judged silent: at start-up,
 /// or named by a heartbeat) the timeout (ms), checked again here, since the
-/// node may have heartbeated since, or the cluster's silence been Redis's.
+/// node may have heartbeated since; and (named by a heartbeat) any fourth
+/// argument, to wait out the grace after a silence of the whole cluster
+/// (answer -3), which says nothing about a node starting.
 /// Exactly one caller wins the `ZREM` and removes the node's members (one
 /// `QUIT` each, sequenced in the member's room) and names. Answers -1 when
 /// another node reaped it first, -2 when given a timeout and the node has
-/// heartbeated within it (a live node of that name), else how many members
-/// were told.
+/// heartbeated within it (a live node of that name), -3 in the grace, else
+/// how many members were told.
 pub(crate) static REAP: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -310,7 +312,7 @@ if ARGV[3] then
   local now = now_ms()
   local seen = alive(dead)
   if seen and now - tonumber(seen) < tonumber(ARGV[3]) then return -2 end
-  if now < tonumber(redis.call('GET', P..'judge-after') or 0) then return -2 end
+  if ARGV[4] and now < tonumber(redis.call('GET', P..'judge-after') or 0) then return -3 end
 end
 if redis.call('ZREM', P..'nodes', dead) == 0 then return -1 end
 local told = 0
