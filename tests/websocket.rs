@@ -560,14 +560,9 @@ async fn an_unanswered_ping_ends_the_session_as_idle_timeout() {
     live.expect_nothing_pending().await;
 }
 
-#[tokio::test]
-async fn a_websocket_that_stops_reading_is_a_slow_consumer() {
-    let (server, http, _) = lobby(&["--outbound-queue", "32"]);
-    let mut flooder = server.named("flooder");
-    flooder.join_alone("den");
-
-    // A small receive buffer, set before connecting, so the server's queue
-    // for this member fills soon.
+/// A WebSocket client with a 4 KiB receive buffer, set before connecting,
+/// so what the server owes it queues up soon once it stops reading.
+async fn small_window_client(http: SocketAddr) -> WsClient {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&http.into()).unwrap();
@@ -578,7 +573,18 @@ async fn a_websocket_that_stops_reading_is_a_slow_consumer() {
     let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
         .await
         .expect("upgrade");
-    let mut sloth = WsClient::welcomed(stream).await;
+    WsClient::welcomed(stream).await
+}
+
+#[tokio::test]
+async fn a_websocket_that_stops_reading_is_a_slow_consumer() {
+    let (server, http, _) = lobby(&["--outbound-queue", "32"]);
+    let mut flooder = server.named("flooder");
+    flooder.join_alone("den");
+
+    // A small receive buffer, set before connecting, so the server's queue
+    // for this member fills soon.
+    let mut sloth = small_window_client(http).await;
     sloth.send(json!({"cmd": "nick", "name": "sloth"})).await;
     sloth.event().await;
     sloth.send(json!({"cmd": "join", "room": "den"})).await;
@@ -658,17 +664,7 @@ async fn healthz_reports_draining_while_a_shutdown_waits_for_a_slow_peer() {
 
     // A member that never reads, with a small window: what it is owed stays
     // queued, so the shutdown waits (up to its flush timeout) for it.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&http.into()).unwrap();
-    let std_stream: StdTcpStream = socket.into();
-    std_stream.set_nonblocking(true).unwrap();
-    let stream = TcpStream::from_std(std_stream).unwrap();
-    let url = format!("ws://{http}/ws");
-    let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
-        .await
-        .expect("upgrade");
-    let mut sloth = WsClient::welcomed(stream).await;
+    let mut sloth = small_window_client(http).await;
     sloth.send(json!({"cmd": "join", "room": "den"})).await;
     flooder.expect_prefix("JOIN den guest");
     let line = "x".repeat(1000);
