@@ -32,6 +32,7 @@ use actix_web::{App, FromRequest, HttpRequest, HttpResponse, web};
 use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::actors::ws_session::{WsOutput, WsParts, WsSession};
 use crate::config::SessionConfig;
@@ -176,26 +177,63 @@ struct Connection {
     id: SessionId,
     peer: SocketAddr,
     local: Rc<Local>,
-    cut: ConnectionCut,
+    socket: SharedSocket,
 }
 
-/// Ends an HTTP connection from outside the HTTP layer: a WebSocket session
-/// that drops its peer (a slow consumer, a flush that timed out) must close
-/// the socket even while the HTTP layer waits for the peer to read.
-#[derive(Clone, Default)]
-pub(crate) struct ConnectionCut(Rc<CutState>);
+/// One HTTP connection's socket, shared by the HTTP layer (which reads the
+/// requests and a WebSocket's input, and writes the responses) and, once a
+/// WebSocket's handshake response is out, its session, which writes its
+/// frames straight to the socket as a TCP session does: a busy room then
+/// costs each member one system call per burst and no trip through the
+/// HTTP layer. It also lets a session end the connection from outside the
+/// HTTP layer: one that drops its peer (a slow consumer, a flush that timed
+/// out) must close the socket even while the HTTP layer waits for the peer.
+#[derive(Clone)]
+pub(crate) struct SharedSocket(Rc<SocketState>);
 
-#[derive(Default)]
-struct CutState {
+struct SocketState {
+    /// The write half; the HTTP layer's stream owns the read half.
+    writer: OwnedWriteHalf,
+    /// Set once cut: every read and write of the HTTP layer fails.
     cut: Cell<bool>,
-    /// The tasks waiting on the socket, woken by the cut.
+    /// The HTTP layer's tasks waiting on the socket, woken by a cut.
     read: RefCell<Option<Waker>>,
     write: RefCell<Option<Waker>>,
+    /// How far the upgrade response is.
+    handshake: Cell<Handshake>,
+    /// The session waiting for the upgrade response to be written.
+    handshake_waker: RefCell<Option<Waker>>,
 }
 
-impl ConnectionCut {
-    /// From now on every read and write fails: the HTTP layer drops the
-    /// connection.
+/// Where an upgrade's response is: the session may write only once the HTTP
+/// layer has written all of it, or the peer would read frames before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    /// No upgrade response yet.
+    Waiting,
+    /// The response's head is in the HTTP layer's write buffer: the body
+    /// that follows it has been asked for its first bytes.
+    Encoded,
+    /// The HTTP layer flushed its buffer since: the head is on the socket.
+    Sent,
+    /// The HTTP layer dropped the connection.
+    Gone,
+}
+
+impl SharedSocket {
+    fn new(writer: OwnedWriteHalf) -> Self {
+        SharedSocket(Rc::new(SocketState {
+            writer,
+            cut: Cell::new(false),
+            read: RefCell::default(),
+            write: RefCell::default(),
+            handshake: Cell::new(Handshake::Waiting),
+            handshake_waker: RefCell::default(),
+        }))
+    }
+
+    /// From now on every read and write of the HTTP layer fails: it drops
+    /// the connection.
     pub(crate) fn cut(&self) {
         self.0.cut.set(true);
         for waker in [&self.0.read, &self.0.write] {
@@ -204,12 +242,59 @@ impl ConnectionCut {
             }
         }
     }
+
+    /// The upgrade response's head is in the HTTP layer's write buffer (its
+    /// body is being polled for the first time).
+    pub(crate) fn handshake_encoded(&self) {
+        if self.0.handshake.get() == Handshake::Waiting {
+            self.0.handshake.set(Handshake::Encoded);
+        }
+    }
+
+    /// Resolves `true` once the upgrade response is on the socket, `false`
+    /// if the connection ended first.
+    pub(crate) fn handshake_sent(&self) -> impl Future<Output = bool> + 'static {
+        let state = self.0.clone();
+        std::future::poll_fn(move |cx| match state.handshake.get() {
+            Handshake::Sent => Poll::Ready(true),
+            Handshake::Gone => Poll::Ready(false),
+            Handshake::Waiting | Handshake::Encoded => {
+                *state.handshake_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+
+    fn set_handshake(&self, handshake: Handshake) {
+        self.0.handshake.set(handshake);
+        if let Some(waker) = self.0.handshake_waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Writes what the socket takes now; `WouldBlock` when it is full.
+    ///
+    /// # Errors
+    /// The socket's, or `ConnectionAborted` once cut.
+    pub(crate) fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        if self.0.cut.get() {
+            return Err(io::ErrorKind::ConnectionAborted.into());
+        }
+        self.0.writer.try_write(bytes)
+    }
+
+    /// Resolves once the socket can take more (or has failed).
+    pub(crate) fn writable(&self) -> impl Future<Output = io::Result<()>> + 'static {
+        let state = self.0.clone();
+        async move { state.writer.writable().await }
+    }
 }
 
-/// A TCP stream that a [`ConnectionCut`] can end.
+/// The HTTP layer's side of a connection: the read half, and the write half
+/// shared with a WebSocket session; a cut ends both.
 struct CuttableStream {
-    stream: TcpStream,
-    cut: ConnectionCut,
+    reader: OwnedReadHalf,
+    socket: SharedSocket,
 }
 
 impl CuttableStream {
@@ -220,7 +305,7 @@ impl CuttableStream {
         cx: &TaskContext<'_>,
         poll: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if self.cut.0.cut.get() {
+        if self.socket.0.cut.get() {
             return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
         }
         if poll.is_pending() {
@@ -231,6 +316,34 @@ impl CuttableStream {
         }
         poll
     }
+
+    /// Writes with `write` once the socket is writable.
+    fn poll_write_with(
+        &self,
+        cx: &mut TaskContext<'_>,
+        write: impl Fn(&OwnedWriteHalf) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let writer = &self.socket.0.writer;
+        let poll = loop {
+            match writer.as_ref().poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => match write(writer) {
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                    result => break Poll::Ready(result),
+                },
+                Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        self.guard(&self.socket.0.write, cx, poll)
+    }
+}
+
+impl Drop for CuttableStream {
+    fn drop(&mut self) {
+        if self.socket.0.handshake.get() != Handshake::Sent {
+            self.socket.set_handshake(Handshake::Gone);
+        }
+    }
 }
 
 impl AsyncRead for CuttableStream {
@@ -239,42 +352,46 @@ impl AsyncRead for CuttableStream {
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
-        self.guard(&self.cut.0.read, cx, poll)
+        let poll = Pin::new(&mut self.reader).poll_read(cx, buf);
+        self.guard(&self.socket.0.read, cx, poll)
     }
 }
 
 impl AsyncWrite for CuttableStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.guard(&self.cut.0.write, cx, poll)
+        self.poll_write_with(cx, |writer| writer.try_write(buf))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.guard(&self.cut.0.write, cx, poll)
+        self.poll_write_with(cx, |writer| writer.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.stream).poll_flush(cx);
-        self.guard(&self.cut.0.write, cx, poll)
+    /// The HTTP layer flushes only once its whole write buffer is on the
+    /// socket: after an upgrade response's head was encoded, that means the
+    /// head is out and the session may write.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        if self.socket.0.handshake.get() == Handshake::Encoded {
+            self.socket.set_handshake(Handshake::Sent);
+        }
+        self.guard(&self.socket.0.write, cx, Poll::Ready(Ok(())))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.stream).poll_shutdown(cx);
-        self.guard(&self.cut.0.write, cx, poll)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let shutdown = socket2::SockRef::from(self.socket.0.writer.as_ref())
+            .shutdown(std::net::Shutdown::Write);
+        self.guard(&self.socket.0.write, cx, Poll::Ready(shutdown))
     }
 }
 
@@ -287,16 +404,17 @@ pub(crate) async fn serve_connection(
     id: SessionId,
     local: Rc<Local>,
 ) {
-    let cut = ConnectionCut::default();
+    let (reader, writer) = stream.into_split();
+    let socket = SharedSocket::new(writer);
     let stream = CuttableStream {
-        stream,
-        cut: cut.clone(),
+        reader,
+        socket: socket.clone(),
     };
     let connection = Connection {
         id,
         peer,
         local,
-        cut,
+        socket,
     };
     let data = web::Data::from(state);
     let app = App::new()
@@ -370,7 +488,7 @@ async fn websocket(
         id,
         peer,
         local,
-        cut,
+        socket,
     } = connection;
     let unavailable = StatusCode::SERVICE_UNAVAILABLE;
     if state.draining() {
@@ -433,7 +551,7 @@ async fn websocket(
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
-    let output = WsOutput::new(cut);
+    let output = WsOutput::new(socket);
     let body = BodyStream::new(output.body());
     let parts = WsParts {
         id,

@@ -119,6 +119,7 @@ pub mod room;
 pub mod server;
 pub mod signal;
 mod ws_frame_guard;
+mod ws_writer;
 
 pub use actors::dispatcher::SessionInfo;
 pub use actors::listener::{Listener, StopAccepting};

@@ -43,6 +43,27 @@ impl Outbound {
         self.frames.len() > frames || self.bytes > bytes
     }
 
+    /// The oldest frame.
+    pub(crate) fn front(&self) -> Option<&Bytes> {
+        self.frames.front()
+    }
+
+    /// The frames, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.frames.iter()
+    }
+
+    /// Drops the oldest frame, once a transport has written all of it.
+    pub(crate) fn pop_front(&mut self) {
+        if let Some(front) = self.frames.pop_front() {
+            self.bytes = self.bytes.saturating_sub(front.len());
+        }
+        if self.frames.is_empty() {
+            // An emptied queue gives its memory back: idle sessions hold none.
+            self.frames = VecDeque::new();
+        }
+    }
+
     /// Takes every frame, e.g. to send each as a datagram.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = Bytes> + '_ {
         self.bytes = 0;

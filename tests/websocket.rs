@@ -748,3 +748,117 @@ async fn a_frame_header_declaring_a_gigabyte_is_refused_before_its_payload() {
         "the server buffered {growth} bytes of the frame"
     );
 }
+
+/// Reads one unmasked, unfragmented server frame: its opcode and payload.
+fn read_frame(stream: &mut StdTcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).expect("a frame header");
+    assert_eq!(head[0] & 0x80, 0x80, "a whole frame (FIN set)");
+    assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            stream.read_exact(&mut n).unwrap();
+            u64::from(u16::from_be_bytes(n))
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            stream.read_exact(&mut n).unwrap();
+            u64::from_be_bytes(n)
+        }
+        short => u64::from(short),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+    stream
+        .read_exact(&mut payload)
+        .expect("the frame's payload");
+    (head[0] & 0x0f, payload)
+}
+
+/// A masked text frame, as a client sends it (RFC 6455 §5.3).
+fn client_text_frame(text: &str) -> Vec<u8> {
+    let mask = [7u8, 1, 8, 3];
+    assert!(text.len() < 126);
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend(mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_answered_after_the_101() {
+    let (_server, http, _) = lobby(&[]);
+    let mut stream = StdTcpStream::connect(http).expect("connect to HTTP");
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    // The request and a command in one write: the server may read both at
+    // once, and must still send the whole 101 before any frame.
+    let mut request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    request.extend(client_text_frame(r#"{"cmd":"ping","token":"early"}"#));
+    // A WebSocket ping too: its pong is a control frame, written at once.
+    request.extend([0x89, 0x80 | 2, 0, 0, 0, 0, b'h', b'i']);
+    stream.write_all(&request).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    // The pong may come before or after the events; the events keep
+    // their order.
+    let mut texts = Vec::new();
+    let mut pongs = Vec::new();
+    while texts.len() < 2 || pongs.is_empty() {
+        match read_frame(&mut stream) {
+            (0x1, text) => texts.push(String::from_utf8(text).expect("UTF-8")),
+            (0xA, payload) => pongs.push(payload),
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    assert_eq!(pongs, [b"hi".to_vec()]);
+    let welcome: Value = serde_json::from_str(&texts[0]).expect("JSON");
+    assert_eq!(welcome["event"], "welcome", "{welcome}");
+    assert_eq!(texts[1], r#"{"event":"pong","token":"early"}"#);
+}
+
+#[tokio::test]
+async fn a_member_that_reads_late_gets_every_message_whole_and_in_order() {
+    // Lines long enough for 16- and 64-bit frame lengths; all of them stay
+    // under the outbound bound, so the member is behind but not dropped.
+    let (server, http, _) = lobby(&["--max-line", "100000"]);
+    let mut talker = server.named("talker");
+    talker.join_alone("den");
+    let mut late = small_window_client(http).await;
+    late.send(json!({"cmd": "join", "room": "den"})).await;
+    late.event().await;
+    late.event().await;
+    talker.expect(&format!("JOIN den {}", late.nick));
+
+    // The late member reads nothing until every line has been broadcast
+    // (the talker sees its own lines come back).
+    let lines: Vec<String> = (0..81)
+        .map(|i| {
+            let len = if i == 40 { 70_000 } else { 3_000 };
+            format!("{i:03}{}", "x".repeat(len))
+        })
+        .collect();
+    for line in &lines {
+        talker.send(line);
+        talker.expect(&format!("MSG den talker {line}"));
+    }
+    for line in &lines {
+        late.expect(json!({"event": "msg", "room": "den", "nick": "talker", "text": line}))
+            .await;
+    }
+    late.expect_nothing_pending().await;
+}

@@ -7,18 +7,20 @@
 //! the thread its id belongs to, so it shares that thread's state with the
 //! TCP sessions there.
 //!
-//! Output is bounded like a TCP session's: frames wait in a queue that the
-//! HTTP response body takes from as fast as the connection writes (the HTTP
-//! layer holds at most its write buffer beyond it); more than the outbound
-//! bound waiting stops the session as `slow-consumer`. Heartbeats are
-//! WebSocket pings: a peer that leaves a ping unanswered for a whole period
-//! (no pong, no message) ends as `idle-timeout`. Binary messages, oversized
-//! messages and protocol errors are refused with a close code. Whatever ends
-//! the session, the first cause is its [`DisconnectReason`], reported once
-//! from `stopped()`, with the close frame that was sent or received.
+//! actix-web and actix-ws carry the upgrade and the peer's messages; once
+//! the `101` response is on the socket, the session writes its frames
+//! straight to the socket, as a TCP session does (`ws_writer`), so a busy
+//! room costs each member one write per burst and no trip through the HTTP
+//! layer. Output is bounded like a TCP session's: more than the outbound
+//! bound waiting for a full socket stops the session as `slow-consumer`.
+//! Heartbeats are WebSocket pings: a peer that leaves a ping unanswered for
+//! a whole period (no pong, no message) ends as `idle-timeout`. Binary
+//! messages, oversized messages and protocol errors are refused with a close
+//! code. Whatever ends the session, the first cause is its
+//! [`DisconnectReason`], reported once from `stopped()`, with the close frame
+//! that was sent or received.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,11 +30,10 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser, ProtocolError};
+use actix_http::ws::{CloseCode, CloseReason, ProtocolError};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream};
-use bytes::{Bytes, BytesMut};
-use futures::channel::oneshot;
-use futures::{Future, Stream};
+use bytes::Bytes;
+use futures::Stream;
 use log::debug;
 
 use super::session::{Gate, TokenBucket};
@@ -40,27 +41,21 @@ use crate::config::SessionConfig;
 use crate::drain::DrainGuard;
 use crate::driver::{Engine, Protocol};
 use crate::handle::{Inbox, SessionHandle, SessionId, TakeInbox};
-use crate::http::ConnectionCut;
+use crate::http::SharedSocket;
 use crate::limiter::ConnectionPermit;
 use crate::local::Local;
 use crate::metrics::Transport;
 use crate::reason::DisconnectReason;
 use crate::registry::Registry;
+use crate::ws_writer::WsWriter;
 
-/// Bytes waiting for the response body past which the peer counts as not
-/// keeping up (about a socket's send buffer): see `over_bound`.
-const BEHIND_BYTES: usize = 64 * 1024;
-/// The most bytes one poll of the response body encodes: large enough to
-/// fill a socket write, small enough to keep the HTTP layer's buffer short.
-const BODY_CHUNK: usize = 64 * 1024;
-
-/// How long queued frames may wait for more to share their write: like
+/// How long a burst's frames may wait for more to share their write: like
 /// Nagle's algorithm for messages. A busy room's events then reach a member
 /// in one write and one packet instead of one each, which costs the peer
 /// (and the kernel) far less; a lone chat line waits at most this long.
 pub const WRITE_COALESCE: Duration = Duration::from_millis(1);
 
-/// Queued bytes that are written at once, without waiting for more.
+/// Bytes owed that are written at once, without waiting for more.
 const COALESCE_BYTES: usize = 16 * 1024;
 
 /// How a WebSocket session ended on the wire: the close frame sent or
@@ -119,181 +114,122 @@ pub fn close_code(reason: DisconnectReason) -> CloseCode {
     }
 }
 
-/// One entry of the queue to the peer.
-enum Outgoing {
-    /// A frame of the protocol, sent as one text message (binary if it is
-    /// not UTF-8), without its trailing newline.
-    Frame(Bytes),
-    /// A control frame.
-    Ping,
-    Pong(Bytes),
-    Close(CloseReason),
+/// How the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// Everything owed, the close frame too, is on the socket: the HTTP
+    /// layer ends the connection with a FIN.
+    Finished,
+    /// The session dropped its peer: the connection is cut.
+    Aborted,
 }
 
 /// What the session and its response body share (both on one thread).
 #[derive(Default)]
-struct Shared {
-    queue: VecDeque<Outgoing>,
-    /// Payload bytes of the queued frames.
-    bytes: usize,
-    /// The body waits for frames.
+struct BodyState {
+    /// Set once the session is done with the connection.
+    end: Option<BodyEnd>,
+    /// The body waits for the end.
     waker: Option<Waker>,
-    /// No more frames will come: the body ends once the queue is empty.
-    finished: bool,
-    /// The session ended without a close: the body fails, which drops the
-    /// connection.
-    aborted: bool,
-    /// The body is gone (the connection ended).
+    /// The body is gone: the HTTP layer dropped the connection.
     gone: bool,
-    /// Told once the body has taken everything after `finished`.
-    drained: Option<oneshot::Sender<()>>,
 }
 
-/// The queue between a session and its HTTP response body, and the way to
-/// end the connection under both.
+/// A WebSocket session's side of its connection: the socket it writes its
+/// frames to (once the handshake response is out), and the response body
+/// that keeps the HTTP layer serving the connection until the session ends
+/// it.
 #[derive(Clone)]
-pub(crate) struct WsOutput(Rc<RefCell<Shared>>, ConnectionCut);
+pub(crate) struct WsOutput {
+    socket: SharedSocket,
+    body: Rc<RefCell<BodyState>>,
+}
 
 impl WsOutput {
-    pub(crate) fn new(cut: ConnectionCut) -> Self {
-        WsOutput(Rc::default(), cut)
-    }
-
-    fn push(&self, outgoing: Outgoing) {
-        let mut shared = self.0.borrow_mut();
-        if shared.finished || shared.aborted {
-            return;
+    pub(crate) fn new(socket: SharedSocket) -> Self {
+        WsOutput {
+            socket,
+            body: Rc::default(),
         }
-        if let Outgoing::Frame(frame) = &outgoing {
-            shared.bytes += frame.len();
-        }
-        shared.queue.push_back(outgoing);
-        if let Some(waker) = shared.waker.take() {
-            waker.wake();
-        }
-    }
-
-    /// Frames waiting for the connection, and their bytes.
-    fn pending(&self) -> (usize, usize) {
-        let shared = self.0.borrow();
-        (shared.queue.len(), shared.bytes)
     }
 
     fn is_gone(&self) -> bool {
-        self.0.borrow().gone
+        self.body.borrow().gone
     }
 
-    /// Queues the close frame last; resolves once the body has taken it.
-    fn finish(&self, close: CloseReason) -> oneshot::Receiver<()> {
-        self.push(Outgoing::Close(close));
-        let (done, drained) = oneshot::channel();
-        let mut shared = self.0.borrow_mut();
-        shared.finished = true;
-        shared.drained = Some(done);
-        if let Some(waker) = shared.waker.take() {
+    fn end_body(&self, end: BodyEnd) {
+        let mut body = self.body.borrow_mut();
+        if body.end.is_some() {
+            return;
+        }
+        body.end = Some(end);
+        if let Some(waker) = body.waker.take() {
             waker.wake();
         }
-        drained
     }
 
-    /// Drops what is queued and closes the connection without a close
-    /// frame, even if the peer is not reading.
+    /// Everything owed is written: the HTTP layer closes the connection.
+    fn finish(&self) {
+        self.end_body(BodyEnd::Finished);
+    }
+
+    /// Drops the connection without a close frame, even if the peer is not
+    /// reading.
     fn abort(&self) {
-        let mut shared = self.0.borrow_mut();
-        shared.aborted = true;
-        shared.queue.clear();
-        shared.bytes = 0;
-        if let Some(waker) = shared.waker.take() {
-            waker.wake();
-        }
-        drop(shared);
-        self.1.cut();
+        self.end_body(BodyEnd::Aborted);
+        self.socket.cut();
     }
 
-    /// The response body that carries this queue to the peer.
+    /// Aborts unless the connection was already finished or aborted.
+    fn abort_unless_ended(&self) {
+        if self.body.borrow().end.is_none() {
+            self.abort();
+        }
+    }
+
+    /// The response body that keeps the connection until the session ends.
     pub(crate) fn body(&self) -> WsBody {
-        WsBody(self.clone(), None)
+        WsBody(self.clone())
     }
 }
 
-/// The body of a `101 Switching Protocols` response: encodes queued frames
-/// as WebSocket frames when the connection can take more.
-pub(crate) struct WsBody(WsOutput, Option<Pin<Box<tokio::time::Sleep>>>);
+/// The body of a `101 Switching Protocols` response. It carries no bytes:
+/// the session writes its frames to the socket itself. Its first poll tells
+/// the socket that the response's head is in the HTTP layer's buffer (so the
+/// next flush puts it on the wire); it ends when the session is done.
+pub(crate) struct WsBody(WsOutput);
 
 impl Stream for WsBody {
     type Item = Result<Bytes, std::convert::Infallible>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let mut shared = this.0.0.borrow_mut();
-        if shared.aborted {
-            // The request's input is gone with the session, so the HTTP
-            // layer closes the connection once the body ends.
+        let output = &self.get_mut().0;
+        output.socket.handshake_encoded();
+        let mut body = output.body.borrow_mut();
+        if body.end.is_some() {
+            // An aborted connection's input is gone with the session, so the
+            // HTTP layer closes the connection once the body ends; a finished
+            // one is shut down after the close frame.
             return Poll::Ready(None);
         }
-        if shared.queue.is_empty() {
-            if shared.finished {
-                if let Some(drained) = shared.drained.take() {
-                    let _ = drained.send(());
-                }
-                return Poll::Ready(None);
-            }
-            shared.waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let control = matches!(
-            shared.queue.front(),
-            Some(Outgoing::Ping | Outgoing::Pong(_) | Outgoing::Close(_))
-        );
-        if !shared.finished && !control && shared.bytes < COALESCE_BYTES {
-            let delay = this
-                .1
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_COALESCE)));
-            if delay.as_mut().poll(cx).is_pending() {
-                // Woken by the delay, or by the session when more is queued.
-                shared.waker = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-        }
-        this.1 = None;
-        // Room for the frames queued (up to a chunk) and their headers, so a
-        // burst is framed without reallocating.
-        let queued = shared.bytes.min(BODY_CHUNK) + 14 * shared.queue.len().min(BODY_CHUNK / 64);
-        let mut buf = BytesMut::with_capacity(queued);
-        while buf.len() < BODY_CHUNK {
-            let Some(outgoing) = shared.queue.pop_front() else {
-                break;
-            };
-            match outgoing {
-                Outgoing::Frame(frame) => {
-                    shared.bytes -= frame.len();
-                    let payload = frame.strip_suffix(b"\n").unwrap_or(&frame);
-                    // ASCII (every lobby event) is checked fastest; other
-                    // bytes must be UTF-8 to go as text.
-                    let text = payload.is_ascii() || std::str::from_utf8(payload).is_ok();
-                    let op = if text { OpCode::Text } else { OpCode::Binary };
-                    Parser::write_message(&mut buf, payload, op, true, false);
-                }
-                Outgoing::Ping => Parser::write_message(&mut buf, b"", OpCode::Ping, true, false),
-                Outgoing::Pong(payload) => {
-                    Parser::write_message(&mut buf, payload, OpCode::Pong, true, false);
-                }
-                Outgoing::Close(reason) => Parser::write_close(&mut buf, Some(reason), false),
-            }
-        }
-        Poll::Ready(Some(Ok(buf.freeze())))
+        body.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
 impl Drop for WsBody {
     fn drop(&mut self) {
-        let mut shared = self.0.0.borrow_mut();
-        shared.gone = true;
-        shared.queue.clear();
-        shared.bytes = 0;
-        // A close waiting for the body to take its frame ends now.
-        shared.drained = None;
+        self.0.body.borrow_mut().gone = true;
     }
+}
+
+/// When [`WsSession::apply_then`] writes what is owed.
+#[derive(Clone, Copy)]
+enum Write {
+    /// At once if much is owed, else after [`WRITE_COALESCE`].
+    Soon,
+    /// At once.
+    Now,
 }
 
 /// What a WebSocket session is started with besides its protocol.
@@ -315,6 +251,14 @@ pub struct WsSession<P: Protocol> {
     engine: Engine<P>,
     input: Option<AggregatedMessageStream>,
     output: WsOutput,
+    /// Control frames, the close frame, and how far the protocol's frames
+    /// (in the engine's outbound queue) are written.
+    writer: WsWriter,
+    /// The socket may be written: the handshake response is out and the
+    /// socket was not found full since.
+    can_write: bool,
+    /// A write is scheduled to gather a burst (see [`WRITE_COALESCE`]).
+    write_scheduled: bool,
     inbox: Arc<Inbox>,
     /// Cancels reading once the session is closing.
     reading: Option<SpawnHandle>,
@@ -326,6 +270,8 @@ pub struct WsSession<P: Protocol> {
     rate_limit: Option<Box<TokenBucket>>,
     /// Set once closing: the close frame is queued after what is owed.
     closing: Option<DisconnectReason>,
+    /// How the session ends once the close frame is written.
+    closing_end: Option<WsEnd>,
     /// The first cause of the end; reported once from `stopped()`.
     end: Option<WsEnd>,
     /// The close frame the peer sent, if it closed first.
@@ -359,12 +305,16 @@ impl<P: Protocol> WsSession<P> {
             engine,
             input: Some(input),
             output,
+            writer: WsWriter::default(),
+            can_write: false,
+            write_scheduled: false,
             inbox,
             reading: None,
             last_inbound: Instant::now(),
             silent_heartbeats: 0,
             rate_limit,
             closing: None,
+            closing_end: None,
             end: None,
             peer_close: None,
             permit,
@@ -394,18 +344,30 @@ impl<P: Protocol> WsSession<P> {
         );
     }
 
-    /// Whether more is waiting than the outbound bound allows. Tells the
-    /// inbox what waits; once a socket buffer's worth does, the peer counts
-    /// as not keeping up and senders hold the session to its bound too.
-    fn over_bound(&self) -> bool {
-        let (frames, bytes) = self.output.pending();
-        self.inbox.report_owed(frames, bytes, bytes >= BEHIND_BYTES);
+    /// Whether more is waiting for the full socket than the outbound bound
+    /// allows (frames or bytes): the peer is a slow consumer. Tells the inbox
+    /// what waits, so senders hold the session to its bound too.
+    fn over_bound(&mut self) -> bool {
+        let (extra_frames, extra_bytes) = self.writer.owed();
+        let outbound = self.engine.outbound();
+        let frames = outbound.len() + extra_frames;
+        let bytes = outbound.bytes() + extra_bytes;
+        self.inbox.report_owed(frames, bytes, true);
         frames > self.config.outbound_queue || bytes > self.config.outbound_bytes
     }
 
-    /// Acts on what the engine produced: frames to queue, a close to begin,
-    /// input to pause or resume.
+    /// Acts on what the engine produced: frames to write (soon), a close to
+    /// begin, input to pause or resume.
     fn apply(&mut self, ctx: &mut Context<Self>) {
+        self.apply_then(Write::Soon, ctx);
+    }
+
+    /// [`apply`](Self::apply), writing at once.
+    fn apply_now(&mut self, ctx: &mut Context<Self>) {
+        self.apply_then(Write::Now, ctx);
+    }
+
+    fn apply_then(&mut self, write: Write, ctx: &mut Context<Self>) {
         if self.end.is_some() {
             return;
         }
@@ -420,11 +382,9 @@ impl<P: Protocol> WsSession<P> {
                 }
             });
         }
-        self.move_output();
         if let Some((reason, farewell)) = self.engine.take_close() {
             if let Some(farewell) = farewell.filter(|_| reason.flushes_output()) {
                 self.engine.push_out(farewell);
-                self.move_output();
             }
             let close = CloseReason {
                 code: close_code(reason),
@@ -433,26 +393,122 @@ impl<P: Protocol> WsSession<P> {
             return self.begin_close(reason, close, ctx);
         }
         Gate(self.inbox.clone()).set_paused(self.engine.input_paused());
-        if self.closing.is_none() && self.over_bound() {
-            self.end_abruptly(DisconnectReason::SlowConsumer, ctx);
+        if self.closing.is_some() {
+            return;
+        }
+        if !self.can_write {
+            if self.over_bound() {
+                // The socket is full and the peer is still not reading.
+                self.end_abruptly(DisconnectReason::SlowConsumer, ctx);
+            }
+            // Otherwise the wait for the socket writes when it ends.
+            return;
+        }
+        match write {
+            Write::Soon => self.write_soon(ctx),
+            Write::Now => self.flush(ctx),
         }
     }
 
-    /// Moves what the engine owes the peer into the queue to the body.
-    fn move_output(&mut self) {
-        let outbound = self.engine.outbound();
-        for frame in outbound.drain() {
-            self.output.push(Outgoing::Frame(frame));
+    /// Writes now if much is owed, or else within [`WRITE_COALESCE`], so
+    /// that the rest of a burst shares the write.
+    fn write_soon(&mut self, ctx: &mut Context<Self>) {
+        let owed = self.engine.outbound().bytes() + self.writer.owed().1;
+        if owed >= COALESCE_BYTES || self.writer.has_control() {
+            return self.flush(ctx);
         }
-        let (frames, _) = self.output.pending();
-        if frames > 1 {
-            self.engine.note_queued_frames(frames);
+        if owed == 0 || self.write_scheduled {
+            return;
+        }
+        self.write_scheduled = true;
+        ctx.run_later(WRITE_COALESCE, |act, ctx| {
+            act.write_scheduled = false;
+            act.take_inbox_and_flush(ctx);
+        });
+    }
+
+    /// Takes what arrived while the write waited, so it shares the write,
+    /// then writes.
+    fn take_inbox_and_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.closing.is_some() || self.end.is_some() {
+            return;
+        }
+        let deliveries = self.inbox.take();
+        if !deliveries.is_empty() {
+            self.engine.deliver(deliveries);
+            // Whatever else the deliveries asked for (a close, a pause) is
+            // acted on as for any delivery; it writes, too.
+            return self.apply_now(ctx);
+        }
+        self.flush(ctx);
+    }
+
+    /// Writes what the socket takes now. If it takes everything, a closing
+    /// session finishes; if the socket is full, the session waits for it to
+    /// drain, unless more than its bound is waiting: a slow consumer.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.can_write || self.end.is_some() {
+            return;
+        }
+        let socket = &self.output.socket;
+        let written = self
+            .writer
+            .write_now(self.engine.outbound(), |bytes| socket.try_write(bytes));
+        match written {
+            Ok(()) => {
+                self.inbox.report_owed(0, 0, false);
+                if self.writer.closed(self.engine.outbound()) {
+                    self.finish_close(ctx);
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                self.engine.note_queued();
+                if self.closing.is_none() && self.over_bound() {
+                    return self.end_abruptly(DisconnectReason::SlowConsumer, ctx);
+                }
+                self.wait_until_writable(ctx);
+            }
+            Err(error) => {
+                debug!("ws session {} write failed: {error}", self.engine.id());
+                self.end_abruptly(DisconnectReason::from_io_error(&error), ctx);
+            }
         }
     }
 
-    /// Queues `close` after everything owed and ends once it is handed to
-    /// the connection (or after the flush timeout). Reasons that do not
-    /// flush output end at once, without a close frame.
+    /// Writes again once the socket can take more.
+    fn wait_until_writable(&mut self, ctx: &mut Context<Self>) {
+        self.can_write = false;
+        let writable = self.output.socket.writable();
+        ctx.spawn(
+            writable
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(()) => {
+                        act.can_write = true;
+                        act.flush(ctx);
+                    }
+                    Err(error) => act.end_abruptly(DisconnectReason::from_io_error(&error), ctx),
+                }),
+        );
+    }
+
+    /// Writes nothing until the HTTP layer has written the handshake
+    /// response, then what is owed by then.
+    fn wait_for_handshake(&mut self, ctx: &mut Context<Self>) {
+        let sent = self.output.socket.handshake_sent();
+        ctx.spawn(sent.into_actor(self).map(|sent, act, ctx| {
+            if sent {
+                act.can_write = true;
+                act.flush(ctx);
+            } else {
+                act.end_abruptly(DisconnectReason::Reset, ctx);
+            }
+        }));
+    }
+
+    /// Queues `close` after everything owed and ends once it is written (or
+    /// after the flush timeout). Reasons that do not flush output end at
+    /// once, without a close frame.
     fn begin_close(
         &mut self,
         reason: DisconnectReason,
@@ -483,18 +539,29 @@ impl<P: Protocol> WsSession<P> {
             // The connection is already gone: nothing to flush.
             return self.end(end, ctx);
         }
-        let drained = self.output.finish(close);
-        let flushed = tokio::time::timeout(self.config.flush_timeout, drained);
-        ctx.spawn(flushed.into_actor(self).map(move |flushed, act, ctx| {
-            if flushed.is_err() {
-                // The peer did not take what it was owed in time.
-                act.output.abort();
-            }
-            // The permit goes before the connection closes, so a peer that
-            // sees the close can connect again at once.
+        self.closing_end = Some(end.clone());
+        self.writer.close(close);
+        ctx.run_later(self.config.flush_timeout, move |act, ctx| {
+            // The peer did not take what it was owed in time.
+            debug!("ws session {} flush timed out", act.engine.id());
+            act.output.abort();
             act.permit.take();
             act.end(end, ctx);
-        }));
+        });
+        self.flush(ctx);
+    }
+
+    /// Everything owed, the close frame too, is written: free the slot, let
+    /// the HTTP layer close the connection, stop.
+    fn finish_close(&mut self, ctx: &mut Context<Self>) {
+        let Some(end) = self.closing_end.take() else {
+            return;
+        };
+        // The permit goes before the connection closes, so a peer that sees
+        // the close can connect again at once.
+        self.permit.take();
+        self.output.finish();
+        self.end(end, ctx);
     }
 
     /// Refuses what the peer sent with close `code`: the session ends as
@@ -545,7 +612,8 @@ impl<P: Protocol> WsSession<P> {
                 return self.apply(ctx);
             }
             self.silent_heartbeats += 1;
-            self.output.push(Outgoing::Ping);
+            self.writer.ping();
+            self.flush(ctx);
         }
         self.schedule_timer(ctx);
     }
@@ -579,6 +647,7 @@ impl<P: Protocol> Actor for WsSession<P> {
             self.engine.peer()
         );
         self.engine.opened();
+        self.wait_for_handshake(ctx);
         self.apply(ctx);
         self.schedule_timer(ctx);
     }
@@ -594,9 +663,7 @@ impl<P: Protocol> Actor for WsSession<P> {
             self.engine.id(),
             self.engine.peer()
         );
-        if self.closing.is_none() {
-            self.output.abort();
-        }
+        self.output.abort_unless_ended();
         self.inbox.close();
         self.engine.closed(end.reason);
     }
@@ -638,7 +705,7 @@ impl<P: Protocol> StreamHandler<Result<AggregatedMessage, ProtocolError>> for Ws
                     ctx,
                 );
             }
-            AggregatedMessage::Ping(payload) => self.output.push(Outgoing::Pong(payload)),
+            AggregatedMessage::Ping(payload) => self.writer.pong(&payload),
             AggregatedMessage::Pong(_) => {}
             AggregatedMessage::Close(reason) => {
                 match &reason {
@@ -700,33 +767,5 @@ mod tests {
         for (reason, code) in codes {
             assert_eq!(u16::from(close_code(reason)), code, "{reason}");
         }
-    }
-
-    #[test]
-    fn the_body_encodes_frames_without_their_newline_and_ends_after_the_close() {
-        let output = WsOutput::new(ConnectionCut::default());
-        let mut body = output.body();
-        output.push(Outgoing::Frame(Bytes::from_static(
-            b"{\"event\":\"bye\"}\n",
-        )));
-        let _drained = output.finish(CloseReason {
-            code: CloseCode::Normal,
-            description: Some("quit".into()),
-        });
-        let waker = futures::task::noop_waker();
-        let mut cx = TaskContext::from_waker(&waker);
-        let Poll::Ready(Some(Ok(chunk))) = Pin::new(&mut body).poll_next(&mut cx) else {
-            panic!("a chunk");
-        };
-        let mut expected = vec![0x81, 15];
-        expected.extend_from_slice(b"{\"event\":\"bye\"}");
-        expected.extend_from_slice(&[0x88, 6, 0x03, 0xe8]);
-        expected.extend_from_slice(b"quit");
-        assert_eq!(&chunk[..], &expected[..]);
-        assert!(matches!(
-            Pin::new(&mut body).poll_next(&mut cx),
-            Poll::Ready(None)
-        ));
-        assert_eq!(output.pending(), (0, 0));
     }
 }
