@@ -202,6 +202,13 @@ impl LocalSessions {
                 self.rooms.entry(room.clone()).or_default().push(handle);
             }
             if let (Some(event), Some(members)) = (event, self.rooms.get(&room)) {
+                // Many receivers here share a copy of their own: see
+                // `SharedEvent::for_thread`.
+                let event = if members.len() >= THREAD_COPY_MEMBERS {
+                    event.for_thread()
+                } else {
+                    event
+                };
                 for member in members {
                     match answer.take_if(|(id, ..)| *id == member.id()) {
                         Some((_, request, response)) => {
@@ -230,6 +237,10 @@ impl LocalSessions {
         }
     }
 }
+
+/// Receivers of one event on one thread from which they share a copy of
+/// their own rather than the event every thread shares.
+const THREAD_COPY_MEMBERS: usize = 8;
 
 /// One thread's dispatcher actor: the mailbox of its `LocalSessions` for
 /// other threads. See the module docs.
