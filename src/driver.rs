@@ -806,7 +806,10 @@ impl<P: Protocol> Engine<P> {
                     let (protocol, mut cx) = self.cx();
                     protocol.deliver(&mut cx, event);
                 }
-                Delivery::Answer(request, response) => self.settle(request, response),
+                Delivery::Answer(answer) => {
+                    let (request, response) = *answer;
+                    self.settle(request, response);
+                }
                 Delivery::Close { reason, farewell } => {
                     let farewell = farewell.map(|event| event.bytes(self.driver.wire));
                     let (_, mut cx) = self.cx();
@@ -817,7 +820,7 @@ impl<P: Protocol> Engine<P> {
                     protocol.shutdown(&mut cx);
                     cx.close(DisconnectReason::Shutdown, None);
                 }
-                Delivery::Control(control) => self.driver.rare().controls.push(control),
+                Delivery::Control(control) => self.driver.rare().controls.push(*control),
             }
         }
         self.run_controls();
