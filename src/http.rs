@@ -11,6 +11,11 @@
 //!   format.
 //! - `GET /healthz` — `200 ok` while accepting, `503 draining` once a
 //!   shutdown began.
+//!
+//! Open plain connections (not yet, or never, a WebSocket session) are
+//! bounded per address and in all from the moment they are accepted (see
+//! [`HttpListener`](crate::actors::http_listener::HttpListener)); an idle
+//! one is closed after `KEEP_ALIVE`.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
@@ -37,7 +42,7 @@ use crate::actors::ws_session::{WsOutput, WsParts, WsSession};
 use crate::config::SessionConfig;
 use crate::drain::DrainGuard;
 use crate::handle::{SessionId, SessionIds};
-use crate::limiter::ConnectionLimiter;
+use crate::limiter::{ConnectionLimiter, ConnectionPermit};
 use crate::lobby::{Lobby, LobbyShared};
 use crate::local::Local;
 use crate::metrics::{Refusal, Snapshot};
@@ -49,6 +54,14 @@ pub const LOBBY_PAGE: &str = include_str!("lobby.html");
 
 /// How long a client may take to send a request's head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a connection may stay open idle between two requests. Stated
+/// here rather than left to actix-http's default (also 5 s) because it
+/// bounds how long an idle keep-alive connection holds its slot among
+/// plain HTTP connections. Short, because the lobby page makes one request before its
+/// WebSocket and Prometheus scrapes every 15 s or so: a new connection then
+/// costs less than holding every idle one.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Options of the HTTP surface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -177,6 +190,10 @@ struct Connection {
     peer: SocketAddr,
     local: Rc<Local>,
     cut: ConnectionCut,
+    /// The connection's slot among open plain HTTP connections, given back
+    /// when it becomes a WebSocket session (the session limits count it
+    /// from then on), or when the connection ends.
+    slot: Rc<Cell<Option<ConnectionPermit>>>,
 }
 
 /// Ends an HTTP connection from outside the HTTP layer: a WebSocket session
@@ -279,13 +296,14 @@ impl AsyncWrite for CuttableStream {
 }
 
 /// Serves one HTTP/1 connection, on the thread it was handed to, until it
-/// ends.
+/// ends; `slot` is its place among open plain HTTP connections.
 pub(crate) async fn serve_connection(
     state: Arc<HttpState>,
     stream: TcpStream,
     peer: SocketAddr,
     id: SessionId,
     local: Rc<Local>,
+    slot: ConnectionPermit,
 ) {
     let cut = ConnectionCut::default();
     let stream = CuttableStream {
@@ -297,6 +315,7 @@ pub(crate) async fn serve_connection(
         peer,
         local,
         cut,
+        slot: Rc::new(Cell::new(Some(slot))),
     };
     let data = web::Data::from(state);
     let app = App::new()
@@ -310,6 +329,7 @@ pub(crate) async fn serve_connection(
         .route("/healthz", web::head().to(healthz));
     let service = HttpService::build()
         .client_request_timeout(REQUEST_TIMEOUT)
+        .keep_alive(KEEP_ALIVE)
         .on_connect_ext(move |_: &CuttableStream, extensions: &mut Extensions| {
             extensions.insert(connection.clone());
         })
@@ -371,6 +391,7 @@ async fn websocket(
         peer,
         local,
         cut,
+        slot,
     } = connection;
     let unavailable = StatusCode::SERVICE_UNAVAILABLE;
     if state.draining() {
@@ -429,6 +450,8 @@ async fn websocket(
             return HttpResponse::from_error(error);
         }
     };
+    // A session now: the session limits count it, not the HTTP bound.
+    drop(slot.take());
     let input = input
         .max_frame_size(max)
         .aggregate_continuations()
