@@ -7,6 +7,12 @@
 //!   command (SPEC §5), each event one text message. The connection slot is
 //!   taken before the upgrade (over the limits: `503`), the `Origin` is
 //!   checked (`403`), and during a shutdown upgrades are refused (`503`).
+//!   Only `/ws` checks the `Origin` (and so, by default, that the `Host` is
+//!   no DNS name): it is the one route that acts as a player and shows
+//!   rooms, nicks and what players say. The others change nothing and hold
+//!   no name or text (`/` is the public page, `/metrics` counters with
+//!   bounded labels, `/healthz` one word), and checking their `Host` would
+//!   refuse the scrapers and load balancers that reach the server by name.
 //! - `GET /metrics` — the [`Metrics`](crate::Metrics) in the Prometheus text
 //!   format.
 //! - `GET /healthz` — `200 ok` while accepting, `503 draining` once a
@@ -19,7 +25,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,7 +74,10 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 pub struct HttpOptions {
     /// Origins (`scheme://host[:port]`) whose pages may open `/ws`; `*`
     /// allows any. Empty: only pages served by this same host (the `Origin`
-    /// names the `Host` the request was sent to). A request without an
+    /// names the `Host` the request was sent to), and only when that host
+    /// is an IP address (IPv6 in brackets) or `localhost`: a DNS name may
+    /// be an attacker's, resolved to this server (DNS rebinding), so a page
+    /// served under a name needs that name listed. A request without an
     /// `Origin` (not from a browser) is always allowed.
     pub allowed_origins: Vec<String>,
 }
@@ -167,18 +176,46 @@ impl HttpState {
 }
 
 /// Whether a page from `origin` may open a WebSocket on a request sent to
-/// `host`, given the `allowed` origins (empty: the same host only).
+/// `host`, given the `allowed` origins. Empty: the same host only, and only
+/// when DNS cannot stand for it (see [`beyond_dns`]): a DNS-rebinding page
+/// at `http://evil.example:8080`, its name now resolving to this server,
+/// sends `Host: evil.example:8080` and a matching `Origin`, so a same-host
+/// check alone lets it in.
 fn origin_allowed(allowed: &[String], origin: &str, host: Option<&str>) -> bool {
     let origin = origin.trim_end_matches('/');
     if allowed.is_empty() {
         let origin_host = origin
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"));
-        return matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h));
+        return matches!((origin_host, host),
+            (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) && beyond_dns(h));
     }
     allowed
         .iter()
         .any(|allowed| allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// Whether the `Host` header `authority` (a host and an optional port)
+/// names its host without DNS: an IPv4 literal, an IPv6 literal in
+/// brackets, or `localhost` (which browsers resolve to loopback themselves,
+/// never through DNS). Any other name may be one an attacker resolves to
+/// this server.
+fn beyond_dns(authority: &str) -> bool {
+    // The port, if any, follows the last `:`, unless a `]` closes an IPv6
+    // literal (whose own colons are inside its brackets) after it.
+    let (host, port) = match authority.rfind([':', ']']) {
+        Some(at) if authority.as_bytes()[at] == b':' => {
+            (&authority[..at], Some(&authority[at + 1..]))
+        }
+        _ => (authority, None),
+    };
+    let port_valid =
+        port.is_none_or(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+    let literal = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+        None => host.eq_ignore_ascii_case("localhost") || host.parse::<Ipv4Addr>().is_ok(),
+    };
+    port_valid && literal
 }
 
 /// What the handlers learn of their connection.
@@ -411,7 +448,10 @@ async fn websocket(
             .to_str()
             .is_ok_and(|origin| origin_allowed(&state.options.allowed_origins, origin, host));
         if !allowed {
-            debug!("ws upgrade from {peer}: origin {origin:?} not allowed");
+            debug!(
+                "ws upgrade from {peer}: origin {origin:?} not allowed \
+                 (a page served under a DNS name needs it in --allowed-origin)"
+            );
             return refuse(
                 &state,
                 StatusCode::FORBIDDEN,
@@ -498,6 +538,55 @@ fn max_message(config: &SessionConfig) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn by_default_a_same_host_origin_needs_a_host_dns_cannot_rebind() {
+        for host in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "10.1.2.3:80",
+            "[::1]:8080",
+            "[::1]",
+            "[::ffff:127.0.0.1]:8080",
+            "localhost:8080",
+            "LocalHost",
+        ] {
+            let origin = format!("http://{host}");
+            assert!(origin_allowed(&[], &origin, Some(host)), "{host}");
+            assert!(beyond_dns(host), "{host}");
+        }
+        // A DNS-rebinding page: its name now resolves to this server.
+        for host in [
+            "evil.example:8080",
+            "evil.example",
+            "127.0.0.1.nip.io:8080",
+            "localhost.evil.example",
+            "localhost.:8080",
+            "2130706433:8080",
+            "127.1:8080",
+        ] {
+            let origin = format!("http://{host}");
+            assert!(!origin_allowed(&[], &origin, Some(host)), "{host}");
+            assert!(!beyond_dns(host), "{host}");
+        }
+        // Not a host and port at all.
+        for host in [
+            "::1",
+            "::1:8080",
+            "[::1",
+            "[::1]x",
+            "[evil]:80",
+            "127.0.0.1:",
+            "127.0.0.1:8o",
+            "",
+        ] {
+            assert!(!beyond_dns(host), "{host:?}");
+        }
+        // A name listed by the operator is allowed, as listed.
+        let listed = vec!["http://evil.example:8080".to_owned()];
+        let host = Some("evil.example:8080");
+        assert!(origin_allowed(&listed, "http://evil.example:8080", host));
+    }
 
     #[test]
     fn origins_default_to_the_same_host_and_lists_are_exact() {
