@@ -40,6 +40,7 @@ use actix_web::dev::AppConfig;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{App, FromRequest, HttpRequest, HttpResponse, web};
+use bytes::Bytes;
 use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -55,8 +56,14 @@ use crate::metrics::{Refusal, Snapshot};
 use crate::registry::Registry;
 use crate::ws_frame_guard::FrameGuard;
 
-/// The lobby page, served at `GET /`.
+/// The lobby page, served at `GET /` with [`MAX_LINE_MARK`] filled in.
 pub const LOBBY_PAGE: &str = include_str!("lobby.html");
+
+/// Where [`LOBBY_PAGE`] learns the longest message the server takes: the
+/// attribute of its `<body>`, filled in with `--max-line` when served, so
+/// the page refuses a longer line itself instead of having the server close
+/// its connection (and losing what the user typed).
+pub const MAX_LINE_MARK: &str = "data-max-line=\"\"";
 
 /// How long a client may take to send a request's head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,6 +130,9 @@ pub(crate) struct HttpState {
     /// WebSocket sessions' limits and timers, on the JSON wire.
     pub config: Arc<SessionConfig>,
     pub options: HttpOptions,
+    /// [`LOBBY_PAGE`] as served: with this server's limit on a message
+    /// (shared, not copied, by every response).
+    page: Bytes,
     /// Set once a shutdown began: `/healthz` says so and upgrades stop.
     draining: AtomicBool,
     /// Where WebSocket sessions get their drain guard; emptied when the
@@ -142,11 +152,13 @@ impl HttpState {
         options: HttpOptions,
         drain: Option<DrainGuard>,
     ) -> Self {
+        let limit = format!("data-max-line=\"{}\"", max_message(&config));
         HttpState {
             registry,
             limiter,
             ids,
             lobby,
+            page: Bytes::from(LOBBY_PAGE.replacen(MAX_LINE_MARK, &limit, 1)),
             config: Arc::new(config),
             options,
             draining: AtomicBool::new(drain.is_none()),
@@ -380,11 +392,11 @@ pub(crate) async fn serve_connection(
     }
 }
 
-async fn page() -> HttpResponse {
+async fn page(state: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(LOBBY_PAGE)
+        .body(state.page.clone())
 }
 
 async fn healthz(state: web::Data<HttpState>) -> HttpResponse {
@@ -602,6 +614,12 @@ mod tests {
         assert!(!origin_allowed(&listed, "http://game.example", host));
         assert!(!origin_allowed(&listed, "http://127.0.0.1:8080", host));
         assert!(origin_allowed(&["*".to_owned()], "http://anything", host));
+    }
+
+    #[test]
+    fn the_page_has_one_mark_for_the_line_limit() {
+        assert_eq!(LOBBY_PAGE.matches(MAX_LINE_MARK).count(), 1);
+        assert!(LOBBY_PAGE.contains(&format!("<body {MAX_LINE_MARK}>")));
     }
 
     #[test]

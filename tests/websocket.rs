@@ -678,6 +678,11 @@ async fn the_lobby_page_and_health_are_served() {
     assert!(page.starts_with("HTTP/1.1 200"), "{page:.200}");
     assert!(page.contains("text/html"), "{page:.300}");
     assert!(page.contains("<title>switchboard lobby</title>"));
+    // The page learns the limit on a message, to refuse a longer line itself.
+    assert!(
+        page.contains("<body data-max-line=\"4096\">"),
+        "{page:.2000}"
+    );
     assert!(!page.contains("src=\"http"), "no external assets");
     let health = http_get(http, "/healthz", &[]);
     assert!(
