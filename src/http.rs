@@ -233,16 +233,16 @@ fn beyond_dns(authority: &str) -> bool {
 /// What the handlers learn of their connection.
 #[derive(Clone)]
 struct Connection {
+    /// The connection's slot among open plain HTTP connections, given back
+    /// when it becomes a WebSocket session (the session limits count it
+    /// from then on), or when the connection ends.
+    slot: Rc<Cell<Option<ConnectionPermit>>>,
     /// The session id of the connection (the WebSocket session's, if it
     /// upgrades); its thread is the one the id belongs to.
     id: SessionId,
     peer: SocketAddr,
     local: Rc<Local>,
     cut: ConnectionCut,
-    /// The connection's slot among open plain HTTP connections, given back
-    /// when it becomes a WebSocket session (the session limits count it
-    /// from then on), or when the connection ends.
-    slot: Rc<Cell<Option<ConnectionPermit>>>,
 }
 
 /// Ends an HTTP connection from outside the HTTP layer: a WebSocket session
@@ -360,11 +360,11 @@ pub(crate) async fn serve_connection(
         cut: cut.clone(),
     };
     let connection = Connection {
+        slot: Rc::new(Cell::new(Some(slot))),
         id,
         peer,
         local,
         cut,
-        slot: Rc::new(Cell::new(Some(slot))),
     };
     let data = web::Data::from(state);
     let app = App::new()
@@ -436,11 +436,11 @@ async fn websocket(
         return HttpResponse::InternalServerError().finish();
     };
     let Connection {
+        slot,
         id,
         peer,
         local,
         cut,
-        slot,
     } = connection;
     let unavailable = StatusCode::SERVICE_UNAVAILABLE;
     if state.draining() {
