@@ -29,6 +29,26 @@ pub const DEFAULT_MAX_UDP_SESSIONS: usize = 1_000;
 /// How long a closing session may spend writing what it still owes the peer.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Plain HTTP connections (not WebSocket sessions) one address may hold
+/// open on `--http-bind` when `--max-per-ip` is off. A browser opens at most
+/// 6 connections to one host, and the lobby page needs 2 or 3 of them for a
+/// few seconds (the page, then its WebSocket upgrade; an idle one closes
+/// after the 5 s keep-alive), so this is some 20 players behind one address
+/// (a NAT) loading the page in the same few seconds; yet far below the 900
+/// idle connections one address held when plain connections counted toward
+/// no limit.
+pub const DEFAULT_HTTP_PER_IP: usize = 64;
+/// Plain HTTP connections one address may hold open per session
+/// `--max-per-ip` allows it: each of those players' browsers may open the
+/// 6 connections a browser opens to one host at most, and one more while a
+/// reconnecting page's old connection closes, with one to spare.
+pub const HTTP_PER_SESSION: usize = 8;
+/// Plain HTTP connections open at once from every address together: page
+/// loads, upgrades in progress, health checks and scrapes, some 100 page
+/// loads a second. WebSocket sessions are not among them (the session
+/// limits count those), so it need not grow with `--max-connections`.
+pub const MAX_HTTP_CONNECTIONS: usize = 1024;
+
 /// Threads that sessions, rooms and names are spread over, unless
 /// configured: one per core the process may use.
 pub fn default_threads() -> usize {
@@ -211,6 +231,20 @@ impl LobbyConfig {
         check("threads", self.threads as u128, 1, MAX_THREADS as u128)
     }
 
+    /// The bounds on plain HTTP connections held open on `--http-bind`:
+    /// [`MAX_HTTP_CONNECTIONS`] in all, and from one address
+    /// [`HTTP_PER_SESSION`] × `max_per_ip` when that is set (the players
+    /// allowed there, each with a browser's connections), otherwise
+    /// [`DEFAULT_HTTP_PER_IP`].
+    pub fn http_connection_limits(&self) -> HttpConnectionLimits {
+        HttpConnectionLimits {
+            total: MAX_HTTP_CONNECTIONS,
+            per_ip: self.max_per_ip.map_or(DEFAULT_HTTP_PER_IP, |sessions| {
+                sessions.saturating_mul(HTTP_PER_SESSION)
+            }),
+        }
+    }
+
     /// The per-session part of this configuration, for line framing in
     /// `wire`.
     pub fn session_config(&self, wire: Wire) -> SessionConfig {
@@ -229,9 +263,51 @@ impl LobbyConfig {
     }
 }
 
+/// How many plain HTTP connections may be open at once on `--http-bind`,
+/// counted from accept until the connection ends or becomes a WebSocket
+/// session. The session limits are taken at the WebSocket upgrade only, so
+/// these bound what they do not see: connections that never upgrade (a page
+/// load, a scrape, an idle keep-alive, a refused upgrade). A WebSocket
+/// session gives its slot back, since the session limits then count it:
+/// were it kept, this bound would be a second per-address session limit
+/// that `--max-per-ip` could not lift (a NAT's players, or the bench's 500
+/// WebSockets per source address, would meet it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConnectionLimits {
+    /// Plain HTTP connections open in all.
+    pub total: usize,
+    /// Plain HTTP connections open from one IP address (an IPv4-mapped
+    /// IPv6 address counts as its IPv4 address).
+    pub per_ip: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_connection_limits_follow_the_session_limits() {
+        let default = LobbyConfig::default().http_connection_limits();
+        assert_eq!(
+            default,
+            HttpConnectionLimits {
+                total: MAX_HTTP_CONNECTIONS,
+                per_ip: DEFAULT_HTTP_PER_IP,
+            }
+        );
+        let strict = LobbyConfig {
+            max_connections: 1,
+            max_per_ip: Some(2),
+            ..LobbyConfig::default()
+        };
+        assert_eq!(
+            strict.http_connection_limits(),
+            HttpConnectionLimits {
+                total: MAX_HTTP_CONNECTIONS,
+                per_ip: 16,
+            }
+        );
+    }
 
     #[test]
     fn the_defaults_are_valid_and_nonsense_is_refused() {

@@ -7,14 +7,25 @@
 //!   command (SPEC §5), each event one text message. The connection slot is
 //!   taken before the upgrade (over the limits: `503`), the `Origin` is
 //!   checked (`403`), and during a shutdown upgrades are refused (`503`).
+//!   Only `/ws` checks the `Origin` (and so, by default, that the `Host` is
+//!   no DNS name): it is the one route that acts as a player and shows
+//!   rooms, nicks and what players say. The others change nothing and hold
+//!   no name or text (`/` is the public page, `/metrics` counters with
+//!   bounded labels, `/healthz` one word), and checking their `Host` would
+//!   refuse the scrapers and load balancers that reach the server by name.
 //! - `GET /metrics` — the [`Metrics`](crate::Metrics) in the Prometheus text
 //!   format.
 //! - `GET /healthz` — `200 ok` while accepting, `503 draining` once a
 //!   shutdown began.
+//!
+//! Open plain connections (not yet, or never, a WebSocket session) are
+//! bounded per address and in all from the moment they are accepted (see
+//! [`HttpListener`](crate::actors::http_listener::HttpListener)); an idle
+//! one is closed after `KEEP_ALIVE`.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +40,7 @@ use actix_web::dev::AppConfig;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{App, FromRequest, HttpRequest, HttpResponse, web};
+use bytes::Bytes;
 use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -38,25 +50,42 @@ use crate::actors::ws_session::{WsOutput, WsParts, WsSession};
 use crate::config::SessionConfig;
 use crate::drain::DrainGuard;
 use crate::handle::{SessionId, SessionIds};
-use crate::limiter::ConnectionLimiter;
+use crate::limiter::{ConnectionLimiter, ConnectionPermit};
 use crate::lobby::{Lobby, LobbyShared};
 use crate::local::Local;
 use crate::metrics::{Refusal, Snapshot};
 use crate::registry::Registry;
 use crate::ws_frame_guard::FrameGuard;
 
-/// The lobby page, served at `GET /`.
+/// The lobby page, served at `GET /` with [`MAX_LINE_MARK`] filled in.
 pub const LOBBY_PAGE: &str = include_str!("lobby.html");
+
+/// Where [`LOBBY_PAGE`] learns the longest message the server takes: the
+/// attribute of its `<body>`, filled in with `--max-line` when served, so
+/// the page refuses a longer line itself instead of having the server close
+/// its connection (and losing what the user typed).
+pub const MAX_LINE_MARK: &str = "data-max-line=\"\"";
 
 /// How long a client may take to send a request's head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a connection may stay open idle between two requests. Stated
+/// here rather than left to actix-http's default (also 5 s) because it
+/// bounds how long an idle keep-alive connection holds its slot among
+/// plain HTTP connections. Short, because the lobby page makes one request before its
+/// WebSocket and Prometheus scrapes every 15 s or so: a new connection then
+/// costs less than holding every idle one.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Options of the HTTP surface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpOptions {
     /// Origins (`scheme://host[:port]`) whose pages may open `/ws`; `*`
     /// allows any. Empty: only pages served by this same host (the `Origin`
-    /// names the `Host` the request was sent to). A request without an
+    /// names the `Host` the request was sent to), and only when that host
+    /// is an IP address (IPv6 in brackets) or `localhost`: a DNS name may
+    /// be an attacker's, resolved to this server (DNS rebinding), so a page
+    /// served under a name needs that name listed. A request without an
     /// `Origin` (not from a browser) is always allowed.
     pub allowed_origins: Vec<String>,
 }
@@ -102,6 +131,9 @@ pub(crate) struct HttpState {
     /// WebSocket sessions' limits and timers, on the JSON wire.
     pub config: Arc<SessionConfig>,
     pub options: HttpOptions,
+    /// [`LOBBY_PAGE`] as served: with this server's limit on a message
+    /// (shared, not copied, by every response).
+    page: Bytes,
     /// Set once a shutdown began: `/healthz` says so and upgrades stop.
     draining: AtomicBool,
     /// Where WebSocket sessions get their drain guard; emptied when the
@@ -121,11 +153,13 @@ impl HttpState {
         options: HttpOptions,
         drain: Option<DrainGuard>,
     ) -> Self {
+        let limit = format!("data-max-line=\"{}\"", max_message(&config));
         HttpState {
             registry,
             limiter,
             ids,
             lobby,
+            page: Bytes::from(LOBBY_PAGE.replacen(MAX_LINE_MARK, &limit, 1)),
             config: Arc::new(config),
             options,
             draining: AtomicBool::new(drain.is_none()),
@@ -155,23 +189,55 @@ impl HttpState {
 }
 
 /// Whether a page from `origin` may open a WebSocket on a request sent to
-/// `host`, given the `allowed` origins (empty: the same host only).
+/// `host`, given the `allowed` origins. Empty: the same host only, and only
+/// when DNS cannot stand for it (see [`beyond_dns`]): a DNS-rebinding page
+/// at `http://evil.example:8080`, its name now resolving to this server,
+/// sends `Host: evil.example:8080` and a matching `Origin`, so a same-host
+/// check alone lets it in.
 fn origin_allowed(allowed: &[String], origin: &str, host: Option<&str>) -> bool {
     let origin = origin.trim_end_matches('/');
     if allowed.is_empty() {
         let origin_host = origin
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"));
-        return matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h));
+        return matches!((origin_host, host),
+            (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) && beyond_dns(h));
     }
     allowed
         .iter()
         .any(|allowed| allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
+/// Whether the `Host` header `authority` (a host and an optional port)
+/// names its host without DNS: an IPv4 literal, an IPv6 literal in
+/// brackets, or `localhost` (which browsers resolve to loopback themselves,
+/// never through DNS). Any other name may be one an attacker resolves to
+/// this server.
+fn beyond_dns(authority: &str) -> bool {
+    // The port, if any, follows the last `:`, unless a `]` closes an IPv6
+    // literal (whose own colons are inside its brackets) after it.
+    let (host, port) = match authority.rfind([':', ']']) {
+        Some(at) if authority.as_bytes()[at] == b':' => {
+            (&authority[..at], Some(&authority[at + 1..]))
+        }
+        _ => (authority, None),
+    };
+    let port_valid =
+        port.is_none_or(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+    let literal = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+        None => host.eq_ignore_ascii_case("localhost") || host.parse::<Ipv4Addr>().is_ok(),
+    };
+    port_valid && literal
+}
+
 /// What the handlers learn of their connection.
 #[derive(Clone)]
 struct Connection {
+    /// The connection's slot among open plain HTTP connections, given back
+    /// when it becomes a WebSocket session (the session limits count it
+    /// from then on), or when the connection ends.
+    slot: Rc<Cell<Option<ConnectionPermit>>>,
     /// The session id of the connection (the WebSocket session's, if it
     /// upgrades); its thread is the one the id belongs to.
     id: SessionId,
@@ -396,13 +462,14 @@ impl AsyncWrite for CuttableStream {
 }
 
 /// Serves one HTTP/1 connection, on the thread it was handed to, until it
-/// ends.
+/// ends; `slot` is its place among open plain HTTP connections.
 pub(crate) async fn serve_connection(
     state: Arc<HttpState>,
     stream: TcpStream,
     peer: SocketAddr,
     id: SessionId,
     local: Rc<Local>,
+    slot: ConnectionPermit,
 ) {
     let (reader, writer) = stream.into_split();
     let socket = SharedSocket::new(writer);
@@ -411,6 +478,7 @@ pub(crate) async fn serve_connection(
         socket: socket.clone(),
     };
     let connection = Connection {
+        slot: Rc::new(Cell::new(Some(slot))),
         id,
         peer,
         local,
@@ -428,6 +496,7 @@ pub(crate) async fn serve_connection(
         .route("/healthz", web::head().to(healthz));
     let service = HttpService::build()
         .client_request_timeout(REQUEST_TIMEOUT)
+        .keep_alive(KEEP_ALIVE)
         .on_connect_ext(move |_: &CuttableStream, extensions: &mut Extensions| {
             extensions.insert(connection.clone());
         })
@@ -441,11 +510,11 @@ pub(crate) async fn serve_connection(
     }
 }
 
-async fn page() -> HttpResponse {
+async fn page(state: web::Data<HttpState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(LOBBY_PAGE)
+        .body(state.page.clone())
 }
 
 async fn healthz(state: web::Data<HttpState>) -> HttpResponse {
@@ -485,6 +554,7 @@ async fn websocket(
         return HttpResponse::InternalServerError().finish();
     };
     let Connection {
+        slot,
         id,
         peer,
         local,
@@ -508,7 +578,10 @@ async fn websocket(
             .to_str()
             .is_ok_and(|origin| origin_allowed(&state.options.allowed_origins, origin, host));
         if !allowed {
-            debug!("ws upgrade from {peer}: origin {origin:?} not allowed");
+            debug!(
+                "ws upgrade from {peer}: origin {origin:?} not allowed \
+                 (a page served under a DNS name needs it in --allowed-origin)"
+            );
             return refuse(
                 &state,
                 StatusCode::FORBIDDEN,
@@ -547,6 +620,8 @@ async fn websocket(
             return HttpResponse::from_error(error);
         }
     };
+    // A session now: the session limits count it, not the HTTP bound.
+    drop(slot.take());
     let input = input
         .max_frame_size(max)
         .aggregate_continuations()
@@ -595,6 +670,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn by_default_a_same_host_origin_needs_a_host_dns_cannot_rebind() {
+        for host in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "10.1.2.3:80",
+            "[::1]:8080",
+            "[::1]",
+            "[::ffff:127.0.0.1]:8080",
+            "localhost:8080",
+            "LocalHost",
+        ] {
+            let origin = format!("http://{host}");
+            assert!(origin_allowed(&[], &origin, Some(host)), "{host}");
+            assert!(beyond_dns(host), "{host}");
+        }
+        // A DNS-rebinding page: its name now resolves to this server.
+        for host in [
+            "evil.example:8080",
+            "evil.example",
+            "127.0.0.1.nip.io:8080",
+            "localhost.evil.example",
+            "localhost.:8080",
+            "2130706433:8080",
+            "127.1:8080",
+        ] {
+            let origin = format!("http://{host}");
+            assert!(!origin_allowed(&[], &origin, Some(host)), "{host}");
+            assert!(!beyond_dns(host), "{host}");
+        }
+        // Not a host and port at all.
+        for host in [
+            "::1",
+            "::1:8080",
+            "[::1",
+            "[::1]x",
+            "[evil]:80",
+            "127.0.0.1:",
+            "127.0.0.1:8o",
+            "",
+        ] {
+            assert!(!beyond_dns(host), "{host:?}");
+        }
+        // A name listed by the operator is allowed, as listed.
+        let listed = vec!["http://evil.example:8080".to_owned()];
+        let host = Some("evil.example:8080");
+        assert!(origin_allowed(&listed, "http://evil.example:8080", host));
+    }
+
+    #[test]
     fn origins_default_to_the_same_host_and_lists_are_exact() {
         let host = Some("127.0.0.1:8080");
         assert!(origin_allowed(&[], "http://127.0.0.1:8080", host));
@@ -608,6 +732,12 @@ mod tests {
         assert!(!origin_allowed(&listed, "http://game.example", host));
         assert!(!origin_allowed(&listed, "http://127.0.0.1:8080", host));
         assert!(origin_allowed(&["*".to_owned()], "http://anything", host));
+    }
+
+    #[test]
+    fn the_page_has_one_mark_for_the_line_limit() {
+        assert_eq!(LOBBY_PAGE.matches(MAX_LINE_MARK).count(), 1);
+        assert!(LOBBY_PAGE.contains(&format!("<body {MAX_LINE_MARK}>")));
     }
 
     #[test]

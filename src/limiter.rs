@@ -1,7 +1,11 @@
 //! Connection admission: the live-session count, overall and per IP address.
+//! A second [`ConnectionLimiter`] counts the plain HTTP connections of
+//! `--http-bind` the same way (see
+//! [`LobbyConfig::http_connection_limits`](crate::LobbyConfig::http_connection_limits)).
 //!
-//! A slot is a [`ConnectionPermit`] owned by the session it admitted, so a slot
-//! is released exactly when that session lets go of it, whatever ended it.
+//! A slot is a [`ConnectionPermit`] owned by the session (or connection) it
+//! admitted, so a slot is released exactly when that owner lets go of it,
+//! whatever ended it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -70,10 +70,14 @@ struct Args {
     /// UDP sessions at most (they also count toward --max-connections)
     #[arg(long, default_value_t = config::DEFAULT_MAX_UDP_SESSIONS)]
     max_udp_sessions: usize,
-    /// Also serve HTTP on this address: the lobby page, WebSocket at /ws, /metrics, /healthz
+    /// Also serve HTTP on this address: the lobby page, WebSocket at /ws, /metrics, /healthz.
+    /// Open HTTP connections that are not WebSocket sessions are bounded to 8 × --max-per-ip
+    /// per address (64 without --max-per-ip) and 1024 in all
     #[arg(long)]
     http_bind: Option<SocketAddr>,
-    /// Origins whose pages may open /ws (e.g. https://example.com; `*` for any) [default: the same host]
+    /// Origins whose pages may open /ws (e.g. https://example.com; `*` for any) [default: a page
+    /// of the same host, if that host is an IP address or localhost; a page served under a DNS
+    /// name needs the name listed here, so a DNS-rebinding page cannot pass]
     #[arg(long, num_args = 1.., value_name = "ORIGIN")]
     allowed_origin: Vec<String>,
     /// Threads that sessions, rooms and names are spread over [default: one per core]

@@ -66,14 +66,19 @@ pub enum Refusal {
     Draining,
     /// A WebSocket upgrade that was not a valid handshake.
     BadHandshake,
+    /// An HTTP connection over the bounds on open HTTP connections (per
+    /// address or in all), closed when accepted: apart from `Limit`, which
+    /// counts sessions, so an operator sees which bound refused.
+    HttpLimit,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 4] = [
+    const ALL: [Refusal; 5] = [
         Refusal::Limit,
         Refusal::Origin,
         Refusal::Draining,
         Refusal::BadHandshake,
+        Refusal::HttpLimit,
     ];
 
     /// The label value.
@@ -83,6 +88,7 @@ impl Refusal {
             Refusal::Origin => "origin",
             Refusal::Draining => "draining",
             Refusal::BadHandshake => "bad-handshake",
+            Refusal::HttpLimit => "http-limit",
         }
     }
 }

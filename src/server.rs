@@ -48,6 +48,10 @@ pub struct Server {
     config: LobbyConfig,
     /// Shared by every listener: the limits count all sessions together.
     limiter: ConnectionLimiter,
+    /// Shared by every HTTP listener: open HTTP connections, upgraded or
+    /// not, counted apart from sessions (see
+    /// [`LobbyConfig::http_connection_limits`]).
+    http_connections: ConnectionLimiter,
     ids: SessionIds,
     lobby: Arc<LobbyShared>,
     /// Resolves once every session (and every listener) is gone.
@@ -105,6 +109,10 @@ impl Server {
             http: Vec::new(),
             local_addr: None,
             limiter: ConnectionLimiter::new(config.max_connections, config.max_per_ip),
+            http_connections: {
+                let limits = config.http_connection_limits();
+                ConnectionLimiter::new(limits.total, Some(limits.per_ip))
+            },
             lobby: Arc::new(LobbyShared::new(ids.clone())),
             ids,
             drain: Drain::new(),
@@ -209,8 +217,10 @@ impl Server {
     /// `/`, the lobby over WebSocket at `/ws` (JSON commands and events,
     /// one per text message, sharing rooms and limits with every other
     /// listener), `/metrics` and `/healthz`. Connections are served on the
-    /// server's own threads. Logs `listening on ADDR (http)` and returns
-    /// that address.
+    /// server's own threads. Open HTTP connections are bounded per address
+    /// and in all ([`LobbyConfig::http_connection_limits`], shared by every
+    /// HTTP listener); one over the bounds is answered `503` and closed at
+    /// once. Logs `listening on ADDR (http)` and returns that address.
     ///
     /// # Errors
     /// Fails only if the socket's local address cannot be read.
@@ -228,7 +238,8 @@ impl Server {
         );
         let config = self.config.session_config(Wire::Json);
         let state = Arc::new(HttpState::new(shared, config, options, self.drain.guard()));
-        let listener = HttpListener::new(socket, state.clone()).start();
+        let connections = self.http_connections.clone();
+        let listener = HttpListener::new(socket, state.clone(), connections).start();
         self.http.push((listener, state));
         self.local_addr.get_or_insert(local_addr);
         Ok(local_addr)

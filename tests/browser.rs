@@ -1,7 +1,9 @@
 //! The lobby page in real, headless Chromium (driven over WebDriver with
 //! fantoccini): two pages and one text TCP client chat in one room, a page
-//! shows the TCP client's `QUIT … reset` when it is reset, and the pages
-//! reconnect after the server restarts. A screenshot of a page is saved as
+//! refuses a line over the server's `--max-line` itself (a warning, the text
+//! kept, the connection untouched), a page shows the TCP client's
+//! `QUIT … reset` when it is reset, and the pages reconnect after the server
+//! restarts. A screenshot of a page is saved as
 //! `target/screenshots/lobby.png`.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`.ci/run`
@@ -26,6 +28,10 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long a page may take to show what the server sent it.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The server's `--max-line`: small, so an over-long line is quick to type.
+const MAX_LINE: &str = "256";
+/// What a `say` command's JSON adds to its text: `{"cmd":"say","text":""}`.
+const SAY_OVERHEAD: usize = r#"{"cmd":"say","text":""}"#.len();
 
 /// A chromedriver process of this test, stopped (by its PID) on drop.
 struct Driver {
@@ -198,8 +204,73 @@ async fn enter(page: &fantoccini::Client, http: SocketAddr, nick: &str, room: &s
     .await;
 }
 
+/// Evaluates `expression` in the page once.
+async fn eval(page: &fantoccini::Client, expression: &str) -> Value {
+    page.execute(&format!("return {expression};"), Vec::new())
+        .await
+        .expect("script")
+}
+
+/// A line whose `say` command is over the server's limit in UTF-8 bytes,
+/// though not in characters, is refused by `ann`'s page before it is sent:
+/// a warning says so, the text stays in the input, and the WebSocket stays
+/// the same one (the server would close it with 1009, and the page would
+/// reconnect). A line exactly at the limit is then sent.
+async fn over_long_line_is_refused_by_the_page(ann: &fantoccini::Client, tex: &mut Client) {
+    let limit: usize = MAX_LINE.parse().unwrap();
+    eval(ann, "window.firstSocket = state.ws").await;
+    // 2 bytes a character: 120 characters, 240 bytes, 263 as sent.
+    let long = "é".repeat(120);
+    let sent_bytes = long.len() + SAY_OVERHEAD;
+    assert!(long.chars().count() < limit && sent_bytes > limit);
+    submit(ann, "text", &long, "send").await;
+    let warning = format!(
+        "Not sent: {sent_bytes} bytes as sent, over the server's limit of {limit}. \
+         Shorten it and send again."
+    );
+    let shown = format!(
+        "(w => w !== null && w.textContent === {} && !w.hidden && w.offsetParent !== null)\
+         (document.getElementById('warning'))",
+        json!(warning)
+    );
+    wait_until(ann, &shown, "the warning").await;
+    assert_eq!(
+        eval(ann, "document.getElementById('text').value").await,
+        json!(long)
+    );
+    // Nothing reached the room, and the connection is the one it was.
+    tex.expect_nothing_pending();
+    assert_eq!(
+        eval(
+            ann,
+            "state.ws === window.firstSocket && state.ws.readyState === WebSocket.OPEN"
+        )
+        .await,
+        json!(true)
+    );
+    assert_eq!(
+        eval(ann, "document.getElementById('status').textContent").await,
+        json!("connected")
+    );
+
+    // Exactly the limit is sent, and clears the input and the warning.
+    let exact = "x".repeat(limit - SAY_OVERHEAD);
+    submit(ann, "text", &exact, "send").await;
+    tex.expect(&format!("MSG hall ann {exact}"));
+    wait_until(
+        ann,
+        "document.getElementById('warning').hidden && document.getElementById('text').value === ''",
+        "the warning gone",
+    )
+    .await;
+    assert_eq!(
+        eval(ann, "state.ws === window.firstSocket").await,
+        json!(true)
+    );
+}
+
 async fn scenario(ann: &fantoccini::Client, ben: &fantoccini::Client) {
-    let server = Server::start(&["--http-bind", "127.0.0.1:0"]);
+    let server = Server::start(&["--http-bind", "127.0.0.1:0", "--max-line", MAX_LINE]);
     let http = server.listener_addr("http");
 
     enter(ann, http, "ann", "hall").await;
@@ -227,6 +298,7 @@ async fn scenario(ann: &fantoccini::Client, ben: &fantoccini::Client) {
     submit(ann, "text", "hi tex", "send").await;
     tex.expect("MSG hall ann hi tex");
     wait_until(ben, &log_has("ann: hi tex"), "ann's line").await;
+    over_long_line_is_refused_by_the_page(ann, &mut tex).await;
     submit(ben, "text", "/msg tex psst", "send").await;
     tex.expect("PRIVMSG ben tex psst");
     wait_until(
@@ -276,7 +348,7 @@ async fn scenario(ann: &fantoccini::Client, ben: &fantoccini::Client) {
         .await;
     }
     let http_arg = http.to_string();
-    let restarted = Server::start(&["--http-bind", &http_arg]);
+    let restarted = Server::start(&["--http-bind", &http_arg, "--max-line", MAX_LINE]);
     assert_eq!(restarted.listener_addr("http"), http);
     for page in [ann, ben] {
         wait_until(

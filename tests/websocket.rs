@@ -477,6 +477,53 @@ async fn origins_are_checked_on_upgrade() {
     assert_eq!(upgrade_status(http, &same), "HTTP/1.1 403 Forbidden");
 }
 
+/// The status line of the answer to an upgrade request sent with `Host:
+/// host` and `Origin: origin`, as a browser sends them for a page of
+/// `origin`.
+fn upgrade_status_as(http: SocketAddr, host: &str, origin: &str) -> String {
+    let mut stream = StdTcpStream::connect(http).expect("connect to HTTP");
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("no status line: {other:?} after {head:?}"),
+        }
+    }
+    String::from_utf8_lossy(&head).trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn a_dns_rebinding_page_cannot_open_the_websocket() {
+    // A page of http://evil.example:PORT whose name the attacker now
+    // resolves to 127.0.0.1: its Origin names the same host as its Host.
+    let (_server, http, _) = lobby(&[]);
+    let evil = format!("evil.example:{}", http.port());
+    assert_eq!(
+        upgrade_status_as(http, &evil, &format!("http://{evil}")),
+        "HTTP/1.1 403 Forbidden"
+    );
+    // A host no DNS answer can stand for is still its own origin.
+    let localhost = format!("localhost:{}", http.port());
+    assert_eq!(
+        upgrade_status_as(http, &localhost, &format!("http://{localhost}")),
+        "HTTP/1.1 101 Switching Protocols"
+    );
+    // A name the operator lists is allowed.
+    let (_server, http, _) = lobby(&["--allowed-origin", "http://game.example:8080"]);
+    assert_eq!(
+        upgrade_status_as(http, "game.example:8080", "http://game.example:8080"),
+        "HTTP/1.1 101 Switching Protocols"
+    );
+}
+
 #[tokio::test]
 async fn shutdown_sends_the_event_then_close_1001() {
     let (mut server, http, _) = lobby(&[]);
@@ -631,6 +678,11 @@ async fn the_lobby_page_and_health_are_served() {
     assert!(page.starts_with("HTTP/1.1 200"), "{page:.200}");
     assert!(page.contains("text/html"), "{page:.300}");
     assert!(page.contains("<title>switchboard lobby</title>"));
+    // The page learns the limit on a message, to refuse a longer line itself.
+    assert!(
+        page.contains("<body data-max-line=\"4096\">"),
+        "{page:.2000}"
+    );
     assert!(!page.contains("src=\"http"), "no external assets");
     let health = http_get(http, "/healthz", &[]);
     assert!(
