@@ -95,28 +95,16 @@ pub(crate) struct WsWriter {
     closing: bool,
 }
 
-/// The first byte of an unfragmented pong: FIN and opcode 0xA (RFC 6455
-/// §5.2).
-const PONG_FIRST_BYTE: u8 = 0x8A;
-
 impl WsWriter {
     /// Queues a ping with an empty payload.
     pub(crate) fn ping(&mut self) {
         self.control_frame(b"", OpCode::Ping);
     }
 
-    /// Queues the answer to a ping with `payload`. A pong still queued is
-    /// replaced: only the latest ping needs an answer (RFC 6455 §5.5.3), so
-    /// a peer that floods pings without reading owes nothing more for it.
+    /// Queues the answer to a ping with `payload`. Every ping is answered,
+    /// so a peer that floods pings without reading owes a pong for each and
+    /// meets the outbound bound like any peer that does not read.
     pub(crate) fn pong(&mut self, payload: &[u8]) {
-        if self
-            .control
-            .back()
-            .is_some_and(|last| last[0] == PONG_FIRST_BYTE)
-            && let Some(stale) = self.control.pop_back()
-        {
-            self.control_bytes -= stale.len();
-        }
         self.control_frame(payload, OpCode::Pong);
     }
 
@@ -375,21 +363,26 @@ mod tests {
     }
 
     #[test]
-    fn a_queued_pong_answers_only_the_latest_ping() {
+    fn control_frames_count_as_owed_until_written() {
         let mut writer = WsWriter::default();
         writer.ping();
         for payload in [&b"1"[..], b"22", b"333"] {
             writer.pong(payload);
         }
         assert!(writer.has_control());
-        assert_eq!(writer.owed(), (2, 2 + 5));
+        assert_eq!(writer.owed(), (4, 2 + 3 + 4 + 5));
         let (mut wire, mut budget) = (Vec::new(), usize::MAX);
         writer
             .write_now(&mut Outbound::default(), |bytes| {
                 socket(&mut wire, &mut budget, bytes)
             })
             .expect("written");
-        assert_eq!(wire, [0x89, 0, 0x8A, 3, b'3', b'3', b'3']);
+        assert_eq!(
+            wire,
+            [
+                0x89, 0, 0x8A, 1, b'1', 0x8A, 2, b'2', b'2', 0x8A, 3, b'3', b'3', b'3'
+            ]
+        );
         assert_eq!(writer.owed(), (0, 0));
     }
 }

@@ -914,3 +914,64 @@ async fn a_member_that_reads_late_gets_every_message_whole_and_in_order() {
     }
     late.expect_nothing_pending().await;
 }
+
+#[tokio::test]
+async fn a_peer_that_pings_without_reading_is_a_slow_consumer() {
+    let (server, http, _) = lobby(&["--outbound-queue", "32"]);
+    let mut observer = server.named("observer");
+    observer.join_alone("den");
+    let mut pinger = small_window_client(http).await;
+    pinger.send(json!({"cmd": "join", "room": "den"})).await;
+    pinger.event().await;
+    pinger.event().await;
+    observer.expect(&format!("JOIN den {}", pinger.nick));
+
+    // Pings, and never a read: every pong is owed, so the bound is met.
+    // Bounded: 25 MB of pongs, far more than the kernel's send buffer
+    // (which grows up to 4 MiB on its own) holds.
+    let payload = bytes::Bytes::from(vec![b'p'; 125]);
+    for _ in 0..200_000 {
+        let ping = Message::Ping(payload.clone());
+        if pinger.stream.send(ping).await.is_err() {
+            break; // dropped: what this test waits for
+        }
+    }
+    observer.expect(&format!("QUIT den {} slow-consumer", pinger.nick));
+}
+
+#[tokio::test]
+async fn commands_pipelined_with_the_upgrade_are_answered_even_with_a_small_bound() {
+    // The replies wait for the 101 to be written, not for the peer: they
+    // are not held against the peer's bound.
+    let (_server, http, _) = lobby(&["--outbound-queue", "4"]);
+    let mut stream = StdTcpStream::connect(http).expect("connect to HTTP");
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    for k in 0..12 {
+        request.extend(client_text_frame(&format!(
+            r#"{{"cmd":"ping","token":"t{k}"}}"#
+        )));
+    }
+    stream.write_all(&request).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the response head");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "), "{head:?}");
+    let (_, welcome) = read_frame(&mut stream);
+    assert!(welcome.starts_with(br#"{"event":"welcome""#), "{welcome:?}");
+    for k in 0..12 {
+        let (opcode, pong) = read_frame(&mut stream);
+        assert_eq!(opcode, 1, "a text frame");
+        assert_eq!(
+            String::from_utf8_lossy(&pong),
+            format!(r#"{{"event":"pong","token":"t{k}"}}"#)
+        );
+    }
+}

@@ -257,6 +257,9 @@ pub struct WsSession<P: Protocol> {
     /// The socket may be written: the handshake response is out and the
     /// socket was not found full since.
     can_write: bool,
+    /// The handshake response is out. Before, what is owed waits for the
+    /// HTTP layer, not for the peer, so it is not held against the peer.
+    handshake_sent: bool,
     /// A write is scheduled to gather a burst (see [`WRITE_COALESCE`]).
     write_scheduled: bool,
     inbox: Arc<Inbox>,
@@ -307,6 +310,7 @@ impl<P: Protocol> WsSession<P> {
             output,
             writer: WsWriter::default(),
             can_write: false,
+            handshake_sent: false,
             write_scheduled: false,
             inbox,
             reading: None,
@@ -353,6 +357,7 @@ impl<P: Protocol> WsSession<P> {
         let frames = outbound.len() + extra_frames;
         let bytes = outbound.bytes() + extra_bytes;
         self.inbox.report_owed(frames, bytes, true);
+        self.engine.note_queued_frames(frames);
         frames > self.config.outbound_queue || bytes > self.config.outbound_bytes
     }
 
@@ -397,7 +402,7 @@ impl<P: Protocol> WsSession<P> {
             return;
         }
         if !self.can_write {
-            if self.over_bound() {
+            if self.handshake_sent && self.over_bound() {
                 // The socket is full and the peer is still not reading.
                 self.end_abruptly(DisconnectReason::SlowConsumer, ctx);
             }
@@ -462,7 +467,7 @@ impl<P: Protocol> WsSession<P> {
                 }
             }
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                self.engine.note_queued();
+                // `over_bound` notes what waits in the metrics.
                 if self.closing.is_none() && self.over_bound() {
                     return self.end_abruptly(DisconnectReason::SlowConsumer, ctx);
                 }
@@ -498,6 +503,7 @@ impl<P: Protocol> WsSession<P> {
         let sent = self.output.socket.handshake_sent();
         ctx.spawn(sent.into_actor(self).map(|sent, act, ctx| {
             if sent {
+                act.handshake_sent = true;
                 act.can_write = true;
                 act.flush(ctx);
             } else {
