@@ -51,14 +51,7 @@ fn send_get(stream: &mut TcpStream, http: SocketAddr, path: &str, headers: &[(&s
 /// One response read from a kept-alive connection: its head and its body
 /// (by `Content-Length`).
 fn response(stream: &mut TcpStream) -> (String, String) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!("no response head: {other:?} after {head:?}"),
-        }
-    }
+    let head = common::read_through(stream, b"\r\n\r\n");
     let head = String::from_utf8(head).expect("an ASCII head");
     let length = head
         .lines()
@@ -110,14 +103,7 @@ fn try_healthz(from: IpAddr, http: SocketAddr) -> Result<TcpStream, String> {
     };
     if first == "HTTP/1.1 200" {
         // The rest of the response, so the connection is idle again.
-        let mut rest = Vec::new();
-        let mut byte = [0u8; 1];
-        while !rest.ends_with(b"ok\n") {
-            match stream.read(&mut byte) {
-                Ok(1) => rest.push(byte[0]),
-                other => panic!("a cut response: {other:?} after {rest:?}"),
-            }
-        }
+        common::read_through(&mut stream, b"ok\n");
         return Ok(stream);
     }
     Err(first + &until_closed(&mut stream))

@@ -180,14 +180,7 @@ fn http_get(http: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
 /// may stay open after it).
 fn upgrade_status(http: SocketAddr, headers: &[(&str, &str)]) -> String {
     let mut stream = http_request(http, "/ws", headers);
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!("no status line: {other:?} after {head:?}"),
-        }
-    }
+    let head = common::read_through(&mut stream, b"\r\n");
     String::from_utf8_lossy(&head).trim_end().to_owned()
 }
 
@@ -477,26 +470,25 @@ async fn origins_are_checked_on_upgrade() {
     assert_eq!(upgrade_status(http, &same), "HTTP/1.1 403 Forbidden");
 }
 
+/// A WebSocket upgrade request for `/ws` with `Host: host` and the `extra`
+/// header lines (each ending in `\r\n`).
+fn upgrade_request(host: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\n{extra}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 /// The status line of the answer to an upgrade request sent with `Host:
 /// host` and `Origin: origin`, as a browser sends them for a page of
 /// `origin`.
 fn upgrade_status_as(http: SocketAddr, host: &str, origin: &str) -> String {
     let mut stream = StdTcpStream::connect(http).expect("connect to HTTP");
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!("no status line: {other:?} after {head:?}"),
-        }
-    }
+    let request = upgrade_request(host, &format!("Origin: {origin}\r\n"));
+    stream.write_all(&request).unwrap();
+    let head = common::read_through(&mut stream, b"\r\n");
     String::from_utf8_lossy(&head).trim_end().to_owned()
 }
 
@@ -754,14 +746,7 @@ fn raw_websocket(http: SocketAddr) -> StdTcpStream {
         ("Sec-WebSocket-Version", "13"),
     ];
     let mut stream = http_request(http, "/ws", &upgrade);
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!("no response head: {other:?} after {head:?}"),
-        }
-    }
+    let head = common::read_through(&mut stream, b"\r\n\r\n");
     assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
     stream
 }
@@ -844,21 +829,12 @@ async fn frames_sent_with_the_upgrade_request_are_answered_after_the_101() {
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     // The request and a command in one write: the server may read both at
     // once, and must still send the whole 101 before any frame.
-    let mut request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .into_bytes();
+    let mut request = upgrade_request(&http.to_string(), "");
     request.extend(client_text_frame(r#"{"cmd":"ping","token":"early"}"#));
     // A WebSocket ping too: its pong is a control frame, written at once.
     request.extend([0x89, 0x80 | 2, 0, 0, 0, 0, b'h', b'i']);
     stream.write_all(&request).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("the response head");
-        head.push(byte[0]);
-    }
+    let head = common::read_through(&mut stream, b"\r\n\r\n");
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     assert!(
@@ -946,23 +922,14 @@ async fn commands_pipelined_with_the_upgrade_are_answered_even_with_a_small_boun
     let (_server, http, _) = lobby(&["--outbound-queue", "4"]);
     let mut stream = StdTcpStream::connect(http).expect("connect to HTTP");
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .into_bytes();
+    let mut request = upgrade_request(&http.to_string(), "");
     for k in 0..12 {
         request.extend(client_text_frame(&format!(
             r#"{{"cmd":"ping","token":"t{k}"}}"#
         )));
     }
     stream.write_all(&request).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("the response head");
-        head.push(byte[0]);
-    }
+    let head = common::read_through(&mut stream, b"\r\n\r\n");
     assert!(head.starts_with(b"HTTP/1.1 101 "), "{head:?}");
     let (_, welcome) = read_frame(&mut stream);
     assert!(welcome.starts_with(br#"{"event":"welcome""#), "{welcome:?}");

@@ -462,3 +462,21 @@ fn new_socket(addr: SocketAddr) -> Socket {
     Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .expect("create a TCP socket")
 }
+
+/// Reads `stream` byte by byte through the first `end` (a status line's
+/// `\r\n`, a head's `\r\n\r\n`), so nothing after it is consumed.
+///
+/// # Panics
+/// If the stream ends, fails or times out first.
+#[allow(dead_code)] // not every test binary reads raw HTTP
+pub fn read_through(stream: &mut impl Read, end: &[u8]) -> Vec<u8> {
+    let mut read = Vec::new();
+    let mut byte = [0u8; 1];
+    while !read.ends_with(end) {
+        match stream.read(&mut byte) {
+            Ok(1) => read.push(byte[0]),
+            other => panic!("no {end:?} yet: {other:?} after {read:?}"),
+        }
+    }
+    read
+}
