@@ -48,6 +48,10 @@ pub const HTTP_PER_SESSION: usize = 8;
 /// loads a second. WebSocket sessions are not among them (the session
 /// limits count those), so it need not grow with `--max-connections`.
 pub const MAX_HTTP_CONNECTIONS: usize = 1024;
+/// The fewest addresses that fill [`MAX_HTTP_CONNECTIONS`] between them: no
+/// address may hold more than this share of it, however high `--max-per-ip`
+/// is, so one address never shuts out the others.
+pub const HTTP_ADDRESSES_TO_FILL: usize = 16;
 
 /// Threads that sessions, rooms and names are spread over, unless
 /// configured: one per core the process may use.
@@ -235,13 +239,15 @@ impl LobbyConfig {
     /// [`MAX_HTTP_CONNECTIONS`] in all, and from one address
     /// [`HTTP_PER_SESSION`] × `max_per_ip` when that is set (the players
     /// allowed there, each with a browser's connections), otherwise
-    /// [`DEFAULT_HTTP_PER_IP`].
+    /// [`DEFAULT_HTTP_PER_IP`]; never more than a
+    /// [`HTTP_ADDRESSES_TO_FILL`]th of the total.
     pub fn http_connection_limits(&self) -> HttpConnectionLimits {
+        let per_ip = self.max_per_ip.map_or(DEFAULT_HTTP_PER_IP, |sessions| {
+            sessions.saturating_mul(HTTP_PER_SESSION)
+        });
         HttpConnectionLimits {
             total: MAX_HTTP_CONNECTIONS,
-            per_ip: self.max_per_ip.map_or(DEFAULT_HTTP_PER_IP, |sessions| {
-                sessions.saturating_mul(HTTP_PER_SESSION)
-            }),
+            per_ip: per_ip.min(MAX_HTTP_CONNECTIONS / HTTP_ADDRESSES_TO_FILL),
         }
     }
 
@@ -306,6 +312,15 @@ mod tests {
                 total: MAX_HTTP_CONNECTIONS,
                 per_ip: 16,
             }
+        );
+        let lax = LobbyConfig {
+            max_per_ip: Some(1000),
+            ..LobbyConfig::default()
+        };
+        assert_eq!(
+            lax.http_connection_limits().per_ip,
+            MAX_HTTP_CONNECTIONS / HTTP_ADDRESSES_TO_FILL,
+            "one address never holds the whole bound"
         );
     }
 

@@ -24,6 +24,7 @@
 //! one is closed after `KEEP_ALIVE`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -31,7 +32,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_http::{Extensions, HttpService};
 use actix_service::{Service, ServiceFactory, map_config};
@@ -231,13 +232,92 @@ fn beyond_dns(authority: &str) -> bool {
     port_valid && literal
 }
 
+/// The plain HTTP connections open now, by session id (ids grow in accept
+/// order, so the first is the oldest) with the instant each was accepted.
+/// When every slot is taken, the listener closes the oldest to admit the
+/// newcomer: a bound that cannot be held shut by whoever fills it first.
+#[derive(Clone, Default)]
+pub(crate) struct PlainConnections(Arc<Mutex<BTreeMap<SessionId, Instant>>>);
+
+/// A plain HTTP connection's slot: its permit and its place among the
+/// [`PlainConnections`], both given back when dropped (at the upgrade to a
+/// WebSocket, or at the end).
+pub(crate) struct PlainSlot {
+    _permit: ConnectionPermit,
+    id: SessionId,
+    open: PlainConnections,
+}
+
+impl PlainConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<SessionId, Instant>> {
+        // Inserts and removes are single steps: a poisoned map is whole.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connection `id`, admitted with `permit`, is open from now.
+    pub(crate) fn admit(&self, id: SessionId, permit: ConnectionPermit) -> PlainSlot {
+        self.lock().insert(id, Instant::now());
+        PlainSlot {
+            _permit: permit,
+            id,
+            open: self.clone(),
+        }
+    }
+
+    /// Takes the oldest connection out of the list if it has been open for
+    /// `at_least`: the one to close to make room. (A younger one is left: a
+    /// page load takes a moment, and a flood of connections must not close
+    /// every other newcomer before its first request.)
+    pub(crate) fn take_oldest(&self, at_least: Duration) -> Option<SessionId> {
+        let mut open = self.lock();
+        let (&id, &since) = open.first_key_value()?;
+        if since.elapsed() < at_least {
+            return None;
+        }
+        open.remove(&id);
+        Some(id)
+    }
+}
+
+impl Drop for PlainSlot {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.id);
+    }
+}
+
+thread_local! {
+    /// The sockets of this thread's plain HTTP connections (not upgraded),
+    /// so that the listener can have one closed ([`close_connection`]).
+    static SOCKETS: RefCell<HashMap<SessionId, SharedSocket>> = RefCell::default();
+}
+
+/// Keeps a connection's socket in [`SOCKETS`] while it is served.
+struct Registered(SessionId);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        SOCKETS.with(|sockets| sockets.borrow_mut().remove(&self.0));
+    }
+}
+
+/// Closes HTTP connection `id` if it is served on this thread: the listener
+/// made room for a newcomer (see [`PlainConnections`]).
+pub(crate) fn close_connection(id: SessionId) {
+    SOCKETS.with(|sockets| {
+        if let Some(socket) = sockets.borrow().get(&id) {
+            debug!("http connection {id} closed to make room for a newcomer");
+            socket.cut();
+        }
+    });
+}
+
 /// What the handlers learn of their connection.
 #[derive(Clone)]
 struct Connection {
     /// The connection's slot among open plain HTTP connections, given back
     /// when it becomes a WebSocket session (the session limits count it
     /// from then on), or when the connection ends.
-    slot: Rc<Cell<Option<ConnectionPermit>>>,
+    slot: Rc<Cell<Option<PlainSlot>>>,
     /// The session id of the connection (the WebSocket session's, if it
     /// upgrades); its thread is the one the id belongs to.
     id: SessionId,
@@ -469,10 +549,12 @@ pub(crate) async fn serve_connection(
     peer: SocketAddr,
     id: SessionId,
     local: Rc<Local>,
-    slot: ConnectionPermit,
+    slot: PlainSlot,
 ) {
     let (reader, writer) = stream.into_split();
     let socket = SharedSocket::new(writer);
+    SOCKETS.with(|sockets| sockets.borrow_mut().insert(id, socket.clone()));
+    let _registered = Registered(id);
     let stream = CuttableStream {
         reader,
         socket: socket.clone(),
@@ -620,8 +702,10 @@ async fn websocket(
             return HttpResponse::from_error(error);
         }
     };
-    // A session now: the session limits count it, not the HTTP bound.
+    // A session now: the session limits count it, not the HTTP bound, and
+    // it is no longer a plain connection the listener may close.
     drop(slot.take());
+    SOCKETS.with(|sockets| sockets.borrow_mut().remove(&id));
     let input = input
         .max_frame_size(max)
         .aggregate_continuations()

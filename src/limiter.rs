@@ -53,9 +53,21 @@ impl ConnectionLimiter {
     ///
     /// IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
     pub fn try_acquire(&self, ip: IpAddr) -> Option<ConnectionPermit> {
+        self.acquire(ip, false)
+    }
+
+    /// Takes a slot for a peer at `ip` within its address's limit even if
+    /// every slot is taken: for a caller that is freeing one (the HTTP
+    /// listener closing its oldest connection), so the total is passed only
+    /// until that one is gone.
+    pub(crate) fn try_acquire_past_total(&self, ip: IpAddr) -> Option<ConnectionPermit> {
+        self.acquire(ip, true)
+    }
+
+    fn acquire(&self, ip: IpAddr, past_total: bool) -> Option<ConnectionPermit> {
         let ip = ip.to_canonical();
         let mut counts = self.lock();
-        if counts.total >= self.inner.max_connections {
+        if counts.total >= self.inner.max_connections && !past_total {
             return None;
         }
         let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);

@@ -72,7 +72,8 @@ struct Args {
     max_udp_sessions: usize,
     /// Also serve HTTP on this address: the lobby page, WebSocket at /ws, /metrics, /healthz.
     /// Open HTTP connections that are not WebSocket sessions are bounded to 8 × --max-per-ip
-    /// per address (64 without --max-per-ip) and 1024 in all
+    /// per address (64 without it, and never more) and 1024 in all; when all are taken, the
+    /// oldest (open 1 s or more) is closed to admit a newcomer
     #[arg(long)]
     http_bind: Option<SocketAddr>,
     /// Origins whose pages may open /ws (e.g. https://example.com; `*` for any) [default: a page

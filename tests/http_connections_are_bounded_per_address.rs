@@ -218,3 +218,52 @@ async fn plain_http_connections_are_bounded_per_address() {
     touch(&mut held, http);
     assert_refused(try_healthz(HOME, http));
 }
+
+/// The whole bound on plain HTTP connections (`MAX_HTTP_CONNECTIONS`), and
+/// the most one address may hold of it.
+const TOTAL: usize = 1024;
+const MOST_PER_ADDRESS: usize = 64;
+
+#[tokio::test]
+async fn stalled_connections_filling_every_slot_cannot_shut_others_out() {
+    // `--max-per-ip 1000` would allow 8000 per address: one address still
+    // holds no more than its share of the total.
+    let server = Server::start(&["--http-bind", "127.0.0.1:0", "--max-per-ip", "1000"]);
+    let http = server.listener_addr("http");
+    // Every slot filled from 16 addresses, each connection stalled in the
+    // head of its second request: a request actix-http never times out.
+    let mut stalled = Vec::new();
+    for k in 0..TOTAL / MOST_PER_ADDRESS {
+        let from = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 10, k as u8 + 1));
+        for _ in 0..MOST_PER_ADDRESS {
+            let mut stream = try_healthz(from, http)
+                .unwrap_or_else(|refusal| panic!("slot {} refused: {refusal}", stalled.len()));
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x")
+                .unwrap();
+            stalled.push(stream);
+        }
+        if k == 0 {
+            // One address holds no more than its share.
+            assert_refused(try_healthz(from, http));
+        }
+    }
+
+    // A newcomer is served once the oldest has been open for a second
+    // (bounded retries; a refusal meanwhile is the bound at work).
+    let newcomer = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 11, 1));
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let served = loop {
+        match try_healthz(newcomer, http) {
+            Ok(stream) => break stream,
+            Err(refusal) if Instant::now() < deadline => {
+                assert!(refusal.starts_with("HTTP/1.1 503 "), "{refusal:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(refusal) => panic!("the newcomer was shut out: {refusal}"),
+        }
+    };
+    drop(served);
+    // The oldest stalled connection made room: the server closed it.
+    assert_eq!(until_closed(&mut stalled[0]), "");
+}

@@ -12,21 +12,31 @@
 //! when it is accepted, and holds it until it ends or becomes a WebSocket
 //! session (which the session limits count instead): those limits are taken
 //! at the upgrade only, so without this bound a peer could hold any number
-//! of connections that never upgrade. A connection over the bounds is
-//! answered `503` and closed at once, before it costs a task or a session
-//! id.
+//! of connections that never upgrade. When every slot is taken, the oldest
+//! plain connection (open for at least a second) is closed to admit the
+//! newcomer, so whoever fills the bound first cannot hold it shut. A
+//! connection over its address's limit, or arriving when no connection is
+//! that old, is answered `503` and closed at once, before it costs a task or
+//! a session id.
 
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use log::{debug, info, warn};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::listener::{StopAccepting, accepted};
-use crate::http::{HttpState, serve_connection};
-use crate::limiter::ConnectionLimiter;
+use crate::http::{HttpState, PlainConnections, close_connection, serve_connection};
+use crate::limiter::{ConnectionLimiter, ConnectionPermit};
 use crate::metrics::Refusal;
+
+/// How long the oldest plain HTTP connection must have been open before it
+/// is closed to admit a newcomer when every slot is taken: longer than a
+/// page load or a scrape takes on a LAN, so a flood of new connections
+/// cannot close every legitimate one before its first request.
+const MAKE_ROOM_AFTER: Duration = Duration::from_secs(1);
 
 /// What a connection over the bounds on plain HTTP connections is sent
 /// before it is closed: a whole response, so a browser or `curl` shows why.
@@ -46,6 +56,9 @@ pub struct HttpListener {
     /// Open plain HTTP connections, per address and in all; a slot is held
     /// by the connection until it ends or becomes a WebSocket session.
     connections: ConnectionLimiter,
+    /// Which plain connections are open, oldest first: when every slot is
+    /// taken, the oldest is closed to admit a newcomer.
+    open: PlainConnections,
 }
 
 impl HttpListener {
@@ -61,7 +74,22 @@ impl HttpListener {
             socket: Some(Arc::new(socket)),
             state,
             connections,
+            open: PlainConnections::default(),
         }
+    }
+
+    /// Every slot is taken: closes the oldest plain connection, if it has
+    /// been open for [`MAKE_ROOM_AFTER`], and admits `peer` in its place
+    /// (within its address's own limit). Whoever fills the bound first
+    /// cannot hold it shut: a stalled or idle connection goes first.
+    fn make_room(&self, peer: SocketAddr) -> Option<ConnectionPermit> {
+        let permit = self.connections.try_acquire_past_total(peer.ip())?;
+        let oldest = self.open.take_oldest(MAKE_ROOM_AFTER)?;
+        let registry = &self.state.registry;
+        registry.start_session(registry.thread_of(oldest), move |_| {
+            close_connection(oldest);
+        });
+        Some(permit)
     }
 
     /// Answers a connection over the bounds and closes it, without waiting:
@@ -101,7 +129,11 @@ impl Actor for HttpListener {
 
 impl StreamHandler<(TcpStream, SocketAddr)> for HttpListener {
     fn handle(&mut self, (stream, peer): (TcpStream, SocketAddr), _: &mut Self::Context) {
-        let Some(slot) = self.connections.try_acquire(peer.ip()) else {
+        let Some(permit) = self
+            .connections
+            .try_acquire(peer.ip())
+            .or_else(|| self.make_room(peer))
+        else {
             return self.refuse(stream, peer);
         };
         if let Err(error) = stream.set_nodelay(true) {
@@ -114,6 +146,7 @@ impl StreamHandler<(TcpStream, SocketAddr)> for HttpListener {
             Err(error) => return warn!("cannot hand over {peer}: {error}"),
         };
         let id = self.state.ids.next_id();
+        let slot = self.open.admit(id, permit);
         let registry = &self.state.registry;
         let state = self.state.clone();
         let start = move |local| match TcpStream::from_std(stream) {
