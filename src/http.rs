@@ -127,6 +127,8 @@ impl HttpOptions {
 pub(crate) struct HttpState {
     pub registry: Registry,
     pub limiter: ConnectionLimiter,
+    /// The bound on plain HTTP connections, read for `/metrics`.
+    pub plain_limiter: ConnectionLimiter,
     pub ids: SessionIds,
     pub lobby: Arc<LobbyShared>,
     /// WebSocket sessions' limits and timers, on the JSON wire.
@@ -144,8 +146,9 @@ pub(crate) struct HttpState {
 
 impl HttpState {
     pub(crate) fn new(
-        (registry, limiter, ids, lobby): (
+        (registry, limiter, plain_limiter, ids, lobby): (
             Registry,
+            ConnectionLimiter,
             ConnectionLimiter,
             SessionIds,
             Arc<LobbyShared>,
@@ -158,6 +161,7 @@ impl HttpState {
         HttpState {
             registry,
             limiter,
+            plain_limiter,
             ids,
             lobby,
             page: Bytes::from(LOBBY_PAGE.replacen(MAX_LINE_MARK, &limit, 1)),
@@ -612,6 +616,7 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
     let snapshot = Snapshot {
         rooms: registry.list_rooms().await.len(),
         sequencer_queue: registry.queue_depths(),
+        plain_http_connections: state.plain_limiter.live(),
     };
     let text = registry.metrics().encode(&snapshot);
     HttpResponse::Ok()

@@ -167,6 +167,9 @@ pub struct Snapshot {
     pub rooms: usize,
     /// Room traffic waiting in each thread's queue from other threads.
     pub sequencer_queue: Vec<usize>,
+    /// Plain HTTP connections open now (not WebSocket sessions): how full
+    /// their bound is.
+    pub plain_http_connections: usize,
 }
 
 impl Metrics {
@@ -313,6 +316,14 @@ impl Metrics {
             high_water,
         );
 
+        let plain = Gauge::<i64>::default();
+        plain.set(i64::try_from(snapshot.plain_http_connections).unwrap_or(i64::MAX));
+        registry.register(
+            "http_connections_open",
+            "Plain HTTP connections open now (WebSocket sessions are counted as sessions)",
+            plain,
+        );
+
         let depth = Family::<Vec<(String, String)>, Gauge>::default();
         for (thread, waiting) in snapshot.sequencer_queue.iter().enumerate() {
             depth
@@ -348,6 +359,7 @@ mod tests {
         let text = metrics.encode(&Snapshot {
             rooms: 3,
             sequencer_queue: vec![0, 4],
+            plain_http_connections: 2,
         });
         for line in [
             "switchboard_lines_in_total 2",
@@ -358,6 +370,7 @@ mod tests {
             "switchboard_refused_connections_total{cause=\"origin\"} 1",
             "switchboard_rooms 3",
             "switchboard_sequencer_queue_depth{thread=\"1\"} 4",
+            "switchboard_http_connections_open 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

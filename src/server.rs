@@ -233,6 +233,7 @@ impl Server {
         let shared = (
             self.registry.clone(),
             self.limiter.clone(),
+            self.http_connections.clone(),
             self.ids.clone(),
             self.lobby.clone(),
         );

@@ -198,6 +198,17 @@ async fn plain_http_connections_are_bounded_per_address() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
+    // The bound's fill: this address's 8 and the scrape's own connection
+    // (and the refused upgrade's, if the server has not yet seen it end).
+    let open: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_http_connections_open "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no open-connections gauge in\n{metrics}"));
+    assert!(
+        (PER_ADDRESS + 1..=PER_ADDRESS + 2).contains(&open),
+        "{open} open"
+    );
 
     // Two closed connections free two slots: bounded retries, since the
     // server learns of each end on its own time.

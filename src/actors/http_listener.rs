@@ -42,6 +42,7 @@ const MAKE_ROOM_AFTER: Duration = Duration::from_secs(1);
 /// before it is closed: a whole response, so a browser or `curl` shows why.
 const OVER_THE_BOUNDS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
     Connection: close\r\n\
+    Retry-After: 1\r\n\
     Content-Type: text/plain\r\n\
     Content-Length: 38\r\n\
     \r\n\
