@@ -24,7 +24,7 @@
 //! one is closed after `KEEP_ALIVE`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -293,6 +293,22 @@ thread_local! {
     /// The sockets of this thread's plain HTTP connections (not upgraded),
     /// so that the listener can have one closed ([`close_connection`]).
     static SOCKETS: RefCell<HashMap<SessionId, SharedSocket>> = RefCell::default();
+    /// Connections the listener closed before they began to be served (the
+    /// thread was that far behind): each is dropped as it begins.
+    static CLOSED_EARLY: RefCell<HashSet<SessionId>> = RefCell::default();
+    /// The last connection that began to be served here. A thread's
+    /// connections begin in id order (ids are handed out in accept order and
+    /// each thread starts its connections in the order it is given them), so
+    /// an id above it has not begun yet, and one at or below it has begun
+    /// (and, if it is not in `SOCKETS`, already ended or upgraded).
+    static LAST_BEGUN: Cell<SessionId> = const { Cell::new(SessionId(0)) };
+}
+
+/// Connection `id` begins to be served on this thread: false if the
+/// listener closed it already.
+fn begins(id: SessionId) -> bool {
+    LAST_BEGUN.set(LAST_BEGUN.get().max(id));
+    !CLOSED_EARLY.with(|closed| closed.borrow_mut().remove(&id))
 }
 
 /// Keeps a connection's socket in [`SOCKETS`] while it is served.
@@ -307,11 +323,16 @@ impl Drop for Registered {
 /// Closes HTTP connection `id` if it is served on this thread: the listener
 /// made room for a newcomer (see [`PlainConnections`]).
 pub(crate) fn close_connection(id: SessionId) {
-    SOCKETS.with(|sockets| {
-        if let Some(socket) = sockets.borrow().get(&id) {
-            debug!("http connection {id} closed to make room for a newcomer");
-            socket.cut();
+    debug!("http connection {id} closed to make room for a newcomer");
+    SOCKETS.with(|sockets| match sockets.borrow().get(&id) {
+        Some(socket) => socket.cut(),
+        // Not served yet (its task has not run): it is dropped as it
+        // begins, so the room made is real.
+        None if id > LAST_BEGUN.get() => {
+            CLOSED_EARLY.with(|closed| closed.borrow_mut().insert(id));
         }
+        // It ended or became a WebSocket meanwhile: nothing to close.
+        None => {}
     });
 }
 
@@ -555,6 +576,9 @@ pub(crate) async fn serve_connection(
     local: Rc<Local>,
     slot: PlainSlot,
 ) {
+    if !begins(id) {
+        return debug!("http connection {id} from {peer} closed before it was served");
+    }
     let (reader, writer) = stream.into_split();
     let socket = SharedSocket::new(writer);
     SOCKETS.with(|sockets| sockets.borrow_mut().insert(id, socket.clone()));
@@ -805,6 +829,18 @@ mod tests {
         let listed = vec!["http://evil.example:8080".to_owned()];
         let host = Some("evil.example:8080");
         assert!(origin_allowed(&listed, "http://evil.example:8080", host));
+    }
+
+    #[test]
+    fn a_connection_closed_before_it_begins_is_dropped_as_it_begins() {
+        // Closed while its thread had not started it: dropped when it does.
+        close_connection(SessionId(7));
+        assert!(!begins(SessionId(7)));
+        assert!(begins(SessionId(8)));
+        // Closed after it began and ended (not among the sockets): nothing
+        // is kept for it.
+        close_connection(SessionId(8));
+        assert!(CLOSED_EARLY.with(|closed| closed.borrow().is_empty()));
     }
 
     #[test]
