@@ -136,19 +136,17 @@ impl<P: Protocol> Session<P> {
             return;
         }
         self.engine.run_controls();
-        if let Some(reason) = self.engine.closing_reason()
-            && let Some(reading) = self.reading.take()
-        {
-            // Nothing the peer sent after its session began closing is
-            // carried out; answers still owed before the close get the flush
-            // timeout to arrive.
-            ctx.cancel_future(reading);
-            ctx.run_later(self.config.flush_timeout, move |act, ctx| {
+        stop_reading_when_closing(
+            &self.engine,
+            &mut self.reading,
+            self.config.flush_timeout,
+            ctx,
+            |act, reason, ctx| {
                 if act.closing.is_none() {
                     act.end(reason, ctx);
                 }
-            });
-        }
+            },
+        );
         if let Some((reason, farewell)) = self.engine.take_close() {
             return self.begin_close(reason, farewell, ctx);
         }
@@ -405,6 +403,28 @@ impl<P: Protocol> Handler<TakeInbox> for Session<P> {
         }
         self.engine.deliver(deliveries);
         self.apply(ctx);
+    }
+}
+
+/// Once the protocol has begun closing, stops reading (nothing the peer
+/// sent after that is carried out) and gives the answers still owed before
+/// the close `flush_timeout` to arrive; then `give_up` ends the session, if
+/// it is not closing by then. Shared by the TCP and WebSocket sessions.
+pub(crate) fn stop_reading_when_closing<A, P>(
+    engine: &Engine<P>,
+    reading: &mut Option<SpawnHandle>,
+    flush_timeout: Duration,
+    ctx: &mut Context<A>,
+    give_up: fn(&mut A, DisconnectReason, &mut Context<A>),
+) where
+    A: Actor<Context = Context<A>>,
+    P: Protocol,
+{
+    if let Some(reason) = engine.closing_reason()
+        && let Some(handle) = reading.take()
+    {
+        ctx.cancel_future(handle);
+        ctx.run_later(flush_timeout, move |act, ctx| give_up(act, reason, ctx));
     }
 }
 

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use futures::Stream;
 use log::debug;
 
-use super::session::{Gate, TokenBucket};
+use super::session::{Gate, TokenBucket, stop_reading_when_closing};
 use crate::config::SessionConfig;
 use crate::drain::DrainGuard;
 use crate::driver::{Engine, Protocol};
@@ -377,16 +377,17 @@ impl<P: Protocol> WsSession<P> {
             return;
         }
         self.engine.run_controls();
-        if let Some(reason) = self.engine.closing_reason()
-            && let Some(reading) = self.reading.take()
-        {
-            ctx.cancel_future(reading);
-            ctx.run_later(self.config.flush_timeout, move |act, ctx| {
+        stop_reading_when_closing(
+            &self.engine,
+            &mut self.reading,
+            self.config.flush_timeout,
+            ctx,
+            |act, reason, ctx| {
                 if act.closing.is_none() {
                     act.end_abruptly(reason, ctx);
                 }
-            });
-        }
+            },
+        );
         if let Some((reason, farewell)) = self.engine.take_close() {
             if let Some(farewell) = farewell.filter(|_| reason.flushes_output()) {
                 self.engine.push_out(farewell);
